@@ -1,0 +1,26 @@
+"Shared fixtures: tiny datasets in the real on-disk formats, and a way to run the `noisekd` command."
+import os, sys, subprocess
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope='session')
+def fake_data(tmp_path_factory):
+    "A data root holding tiny CIFAR-10, SVHN, CINIC-10 and CIFAR-10-C fixtures."
+    from noisekd.data import write_fake_cifar10, write_fake_svhn, write_fake_cinic, write_fake_cifar10c
+    root = tmp_path_factory.mktemp('data')
+    write_fake_cifar10(root, n_train=60, n_test=20)
+    write_fake_svhn(root, n_train=60, n_test=20)
+    write_fake_cinic(root, n_imagenet=3, n_cifar=1)
+    write_fake_cifar10c(root, n=20)
+    return root
+
+def run_noisekd(*args, cwd=None, env=None, timeout=600, check=True):
+    "Run the `noisekd` console script as a user would; returns the CompletedProcess."
+    e = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    r = subprocess.run([sys.executable, '-m', 'noisekd.cli', *map(str, args)], cwd=cwd, env=e,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"noisekd {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
