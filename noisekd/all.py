@@ -15,6 +15,10 @@ from .losses import *
 from .callbacks import *
 from .attacks import *
 from .robustness import *
+from .evaluate import *
 from .train import *
-from . import core, data, models, losses, callbacks, attacks, robustness, train
-__all__ = [n for _m in (core, data, models, losses, callbacks, attacks, robustness, train) for n in _m.__all__]
+from .experiments import *
+from .report import *
+import importlib as _il
+_MODULES = ['core', 'data', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'report']
+__all__ = [n for _m in _MODULES for n in _il.import_module(f'noisekd.{_m}').__all__]

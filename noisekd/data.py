@@ -226,7 +226,7 @@ def load_cifar10c(root=None, corruption:str='gaussian_noise', severity:int=1, cl
           f"CIFAR-10-C: {path} must be uint8 of shape (5·N, H, W, 3) with as many labels; got {x.dtype} {x.shape} "
           f"and {len(y)} labels. {how}.")
     n = len(x) // 5; s = slice((int(severity)-1)*n, int(severity)*n)
-    xs = torch.from_numpy(np.ascontiguousarray(x[s])).permute(0, 3, 1, 2).contiguous()
+    xs = torch.from_numpy(np.array(x[s])).permute(0, 3, 1, 2).contiguous()   # a copy: the memory map is read-only
     return ImageArrays(xs, torch.from_numpy(np.asarray(y[s], dtype=np.int64)), list(classes), f'{corruption}-{int(severity)}')
 
 # %% ../nbs/01_data.ipynb #45a15043

@@ -22,7 +22,7 @@ from .data import *
 from .models import *
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'fickle_schedule', 'get_schedule', 'lr_at', 'StepLR', 'summarize',
+__all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'fickle_schedule', 'get_schedule', 'lr_at', 'StepLR', 'history_summary',
            'Checkpoint', 'sgd', 'run_complete', 'fit_run', 'load_model', 'make_learner', 'train_model', 'train_teacher',
            'train_student']
 
@@ -61,7 +61,7 @@ class StepLR(Callback):
 # %% ../nbs/07_train.ipynb #b79c3d94
 CHECKPOINT, MODEL, METRICS = 'checkpoint.pth', 'model.pth', 'metrics.json'
 
-def summarize(history:list) -> dict:
+def history_summary(history:list) -> dict:
     "Last-epoch and best-epoch test accuracy of a history."
     if not history: return {}
     best = max(history, key=lambda h: h['acc'])
@@ -89,7 +89,7 @@ class Checkpoint(Callback):
         state = dict(model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
                      rng=get_rng_states(), dl_rng=_rng_state(dl.rng), history=json.dumps(self.history), meta=json.dumps(self.meta))
         atomic_torch_save(state, self.path/CHECKPOINT)
-        save_json(dict(meta=self.meta, **summarize(self.history), complete=False, history=self.history), self.path/METRICS)
+        save_json(dict(meta=self.meta, **history_summary(self.history), complete=False, history=self.history), self.path/METRICS)
 
 def _rng_state(r:random.Random): v, s, g = r.getstate(); return [v, list(s), g]
 def _set_rng_state(r:random.Random, st): r.setstate((st[0], tuple(st[1]), st[2]))
@@ -121,8 +121,10 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
     _check_writable(path)
     start, history = 0, []
     if (path/CHECKPOINT).is_file():
-        ck = torch.load(path/CHECKPOINT, weights_only=True, map_location='cpu')
-        old = json.loads(ck['meta'])
+        try: ck = torch.load(path/CHECKPOINT, weights_only=True, map_location='cpu'); old = json.loads(ck['meta'])
+        except Exception as e:
+            raise NoisekdError(f"The checkpoint {path/CHECKPOINT} is unreadable ({type(e).__name__}: {str(e)[:200]}). "
+                               f"Delete it to train this run from the start.") from None
         diff = {k: (old.get(k), v) for k, v in meta.items() if k in old and old.get(k) != v}
         check(not diff, f"The checkpoint in {path} belongs to a different run (saved vs asked: {diff}). "
                         f"Use another output folder, or delete {path/CHECKPOINT} to start afresh.")
@@ -139,7 +141,7 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
                 with learn.no_bar(), learn.no_logging(): learn.fit(epochs, lr, cbs=cbs, reset_opt=start == 0)
         finally: del learn._do_fit
         history = cbs[1].history
-    rec = dict(meta=meta, **summarize(history), complete=True, history=history)
+    rec = dict(meta=meta, **history_summary(history), complete=True, history=history)
     atomic_torch_save(dict(model=learn.model.state_dict(), meta=json.dumps(meta)), path/MODEL)
     save_json(rec, path/METRICS)
     (path/CHECKPOINT).unlink(missing_ok=True)

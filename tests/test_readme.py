@@ -20,9 +20,3 @@ def test_commands_install_from_scratch():
         assert cmd.startswith('python3 -m venv .venv && . .venv/bin/activate && pip install -U pip && pip install -e ".[dev]"')
     assert _block('main-command').endswith('noisekd demo')
     assert _block('test-command').endswith('nbdev-test && pytest')
-
-def test_demo_quick(tmp_path):
-    r = run_noisekd('demo', '--quick', '--no-progress', '--out', tmp_path/'demo')
-    assert re.search(r'teacher .* test accuracy \d+\.\d\d%', r.stdout)
-    assert re.search(r'baseline .* test accuracy \d+\.\d\d%', r.stdout)
-    assert (tmp_path/'demo'/'baseline'/'model.pth').is_file()
