@@ -1,5 +1,5 @@
 "Shared fixtures: tiny datasets in the real on-disk formats, and a way to run the `noisekd` command."
-import os, sys, subprocess
+import os, sys, subprocess, collections
 from pathlib import Path
 import pytest
 
@@ -24,3 +24,11 @@ def run_noisekd(*args, cwd=None, env=None, timeout=600, check=True):
     if check and r.returncode != 0:
         raise AssertionError(f"noisekd {' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
+
+TALLY = collections.Counter()   # fault injection: cases tried, rejected cleanly, kills survived, runs lost
+
+def pytest_terminal_summary(terminalreporter):
+    if TALLY:
+        terminalreporter.write_sep('-', 'fault injection')
+        terminalreporter.write_line(f"{TALLY['cases tried']} bad-input cases tried, {TALLY['rejected cleanly']} rejected cleanly; "
+                                    f"{TALLY['kills']} kills (SIGKILL) survived; runs lost: {TALLY['runs lost']}")
