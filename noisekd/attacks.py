@@ -9,22 +9,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import store_attr
-from fastprogress.fastprogress import progress_bar
-from .core import check, check_choice, check_range, NoisekdError, default_device
+from .core import check, check_choice, check_range, check_int, NoisekdError, default_device, model_device, progress_if
+from .models import eval_mode
 
 # %% auto #0
-__all__ = ['TABLE4_STEPS', 'TABLE5_EPS_255', 'eval_mode', 'as_xy', 'to_unit', 'PGD', 'robust_accuracy', 'pgd_sweep',
-           'pgd_steps_sweep', 'pgd_eps_sweep', 'plot_sweep']
-
-# %% ../nbs/05_attacks.ipynb #e92c6deb
-@contextmanager
-def eval_mode(model:nn.Module):
-    "Put `model` in eval mode inside the block; restore every submodule's own train/eval flag after it."
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try: yield model
-    finally:
-        for m, t in flags: m.training = t
+__all__ = ['TABLE4_STEPS', 'TABLE5_EPS_255', 'as_xy', 'to_unit', 'PGD', 'robust_accuracy', 'pgd_sweep', 'pgd_steps_sweep',
+           'pgd_eps_sweep', 'plot_sweep']
 
 # %% ../nbs/05_attacks.ipynb #0e8209f1
 def as_xy(x, y=None):
@@ -50,20 +40,6 @@ def to_unit(x:torch.Tensor) -> torch.Tensor:
               "pixels: divide uint8 images by 255 and do not normalize by mean/std (ε is in pixel units).")
     return x
 
-def _model_device(model:nn.Module) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    if p is None: p = next(iter(model.buffers()), None)
-    return p.device if p is not None else torch.device('cpu')
-
-def _progress(it, show:bool):
-    "fastprogress bar over `it` when `show` (its console bar prints even with `display=False`, so skip it)."
-    return progress_bar(it) if show else it
-
-def _check_int(what, v, lo=1):
-    check(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= lo,
-          f"{what} must be an integer >= {lo}, got {v!r}.")
-    return int(v)
-
 # %% ../nbs/05_attacks.ipynb #40451149
 class PGD:
     "Untargeted PGD ℓ∞ (Madry et al.) with random restarts run together as one batch."
@@ -78,8 +54,8 @@ class PGD:
                  generator:torch.Generator|None=None, # RNG for the random start (None: torch's global one)
                 ):
         eps, alpha = float(check_range('eps', eps, lo=0)), float(check_range('alpha', alpha, lo=0, lo_open=True))
-        steps, restarts = _check_int('steps', steps), _check_int('restarts', restarts)
-        if max_batch is not None: max_batch = _check_int('max_batch', max_batch)
+        steps, restarts = check_int('steps', steps, 1), check_int('restarts', restarts, 1)
+        if max_batch is not None: max_batch = check_int('max_batch', max_batch, 1)
         store_attr()
 
     def _start(self, x):
@@ -100,9 +76,9 @@ class PGD:
     def attack(self, x:torch.Tensor, y:torch.Tensor, at=None):
         "All restarts' adversarial images `(R, B, ...)`, and `{n: correct (R, B)}` after each step count `n` in `at`."
         x, y = as_xy(x, y)
-        dev = _model_device(self.model)
+        dev = model_device(self.model)
         x, y = to_unit(x.to(dev)), y.to(dev)
-        at = sorted({self.steps, *(_check_int('a step count in at', n) for n in (at or []))})
+        at = sorted({self.steps, *(check_int('a step count in at', n, 1) for n in (at or []))})
         check(at[-1] == self.steps, f"Step counts in `at` must be <= steps={self.steps}, got {at[-1]}.")
         R, B = self.restarts, len(x)
         xr, yr = x.repeat(R, *[1]*(x.ndim-1)), y.repeat(R)
@@ -136,10 +112,10 @@ def _pgd_eval(model, x, y=None, eps=8/255, alpha=0.03, steps=20, restarts=5, bs=
               random_start=True, max_batch=None, seed=None, at=None):
     "Counts for `robust_accuracy`, at every step count in `at` (default: `steps`) from one trajectory."
     x, y = as_xy(x, y)
-    bs = _check_int('bs', bs)
+    bs = check_int('bs', bs, 1)
     check(len(x) > 0, "There are no images to attack (0 given).")
     if x.is_floating_point(): to_unit(x)                   # range check once, before any work
-    dev = _model_device(model) if device is None else default_device(device)
+    dev = model_device(model) if device is None else default_device(device)
     model.to(dev)
     gen = None if seed is None else torch.Generator(dev).manual_seed(seed)
     atk = PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, restarts=restarts,
@@ -147,7 +123,7 @@ def _pgd_eval(model, x, y=None, eps=8/255, alpha=0.03, steps=20, restarts=5, bs=
     at = sorted({steps, *(at or [])})
     n_clean, n_rob, n_run = 0, dict.fromkeys(at, 0), {n: torch.zeros(restarts, dtype=torch.long) for n in at}
     with eval_mode(model):
-        for i in _progress(range(0, len(x), bs), progress):
+        for i in progress_if(range(0, len(x), bs), progress):
             xb, yb = to_unit(x[i:i+bs].to(dev)), y[i:i+bs].to(dev)
             with torch.no_grad(): ok = model(xb).argmax(1) == yb
             n_clean += ok.sum().item()
@@ -198,13 +174,13 @@ def pgd_sweep(model:nn.Module, # classifier: images in [0, 1] to logits
               **kwargs, # passed to `robust_accuracy`: bs, device, random_start, max_batch, seed
              ) -> pd.DataFrame:
     "PGD robust accuracy for every (ε, steps) in the grid, one tidy row per setting."
-    steps = [_check_int('steps', s) for s in _as_list(steps)]
+    steps = [check_int('steps', s, 1) for s in _as_list(steps)]
     eps = [float(check_range('eps', e, lo=0)) for e in _as_list(eps)]
     check(len(steps) and len(eps), "Give at least one value of steps and of eps.")
     runs = [(e, steps) for e in eps] if share_trajectory else [(e, [s]) for e in eps for s in steps]
     x, y = as_xy(data)
     rows = []
-    for e, ss in _progress(runs, progress):
+    for e, ss in progress_if(runs, progress):
         res = _pgd_eval(model, x, y, eps=e, alpha=alpha, steps=max(ss), restarts=restarts, progress=False, at=ss, **kwargs)
         for s in ss:
             r = res[s]

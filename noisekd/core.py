@@ -13,8 +13,9 @@ import numpy as np, torch
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['NoisekdError', 'check', 'check_choice', 'check_range', 'set_seed', 'default_device', 'in_test', 'get_rng_states',
-           'set_rng_states', 'atomic_write', 'save_json', 'load_json', 'atomic_torch_save']
+__all__ = ['NoisekdError', 'check', 'check_choice', 'check_range', 'check_int', 'set_seed', 'default_device', 'model_device',
+           'progress_if', 'in_test', 'get_rng_states', 'set_rng_states', 'fsync_path', 'atomic_write', 'save_json',
+           'load_json', 'atomic_torch_save']
 
 # %% ../nbs/00_core.ipynb #4723934d
 class NoisekdError(ValueError):
@@ -44,6 +45,13 @@ def check_range(what:str, value, lo=None, hi=None, lo_open=False, hi_open=False)
         raise NoisekdError(f"{what} must satisfy {lb}{what}{hb}, got {value!r}.")
     return value
 
+# %% ../nbs/00_core.ipynb #54f5806a
+def check_int(what:str, v, lo:int=None) -> int:
+    "Check `v` is an integer (not a bool), at least `lo`; return it as `int`."
+    ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (lo is None or v >= lo)
+    check(ok, f"{what} must be an integer" + (f" >= {lo}" if lo is not None else '') + f", got {v!r}.")
+    return int(v)
+
 # %% ../nbs/00_core.ipynb #8b231ff4
 def set_seed(seed:int):
     "Seed Python, NumPy and torch (CPU and CUDA) so a run can be repeated."
@@ -54,6 +62,17 @@ def default_device(device=None) -> torch.device:
     "`device` if given, else the GPU when there is one, else the CPU."
     if device not in (None, 'auto'): return torch.device(device)
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+def model_device(m:torch.nn.Module) -> torch.device:
+    "The device of `m`'s first parameter (or buffer); the CPU for a model without either."
+    p = next(iter(m.parameters()), None)
+    if p is None: p = next(iter(m.buffers()), None)
+    return p.device if p is not None else torch.device('cpu')
+
+def progress_if(it, show:bool):
+    "`it` with a fastprogress bar when `show`, else `it` itself (fastprogress draws a character even when told not to display)."
+    from fastprogress.fastprogress import progress_bar
+    return progress_bar(it) if show else it
 
 def in_test() -> bool:
     "True while `nbdev-test` runs the notebooks: examples shrink to seconds then."
@@ -78,8 +97,9 @@ def set_rng_states(d:dict):
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
 # %% ../nbs/00_core.ipynb #50493287
-def _fsync_dir(d:Path):
-    try: fd = os.open(d, os.O_RDONLY)
+def fsync_path(p:Path):
+    "Flush a file, or a folder's entries, to disk (best effort: some filesystems refuse it for folders)."
+    try: fd = os.open(p, os.O_RDONLY)
     except OSError: return
     try: os.fsync(fd)
     except OSError: pass
@@ -96,7 +116,7 @@ def atomic_write(path, data:bytes|str):
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return path
 
 def save_json(obj, path):

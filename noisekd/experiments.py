@@ -175,10 +175,6 @@ def _opt_float(what, v, lo=0, hi=None, **kw):
     if v is None or (isinstance(v, float) and math.isnan(v)): return None
     return float(check_range(what, v, lo=lo, hi=hi, **kw))
 
-def _check_seed(seed):
-    check(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}.")
-    return int(seed)
-
 def _check_out(out):
     check(out not in (None, ''), "out (the run's folder) is required.")
     return Path(out)
@@ -191,7 +187,7 @@ def teacher_config(out, dataset='digits', seed=0, p=0., label_noise=0., scale='f
     p = _opt_float('teacher dropout p', p, lo=0, hi=1, hi_open=True) or 0.
     label_noise = _opt_float('label_noise', label_noise, lo=0, hi=1) or 0.
     arch = arch or S.teacher_arch; get_model(arch)
-    return dict(out=_check_out(out), dataset=dataset, seed=_check_seed(seed), p=p, label_noise=label_noise, scale=S.name, arch=arch, root=root, device=device)
+    return dict(out=_check_out(out), dataset=dataset, seed=check_int('seed', seed, 0), p=p, label_noise=label_noise, scale=S.name, arch=arch, root=root, device=device)
 
 def student_config(out, dataset='digits', method='baseline', teacher=None, seed=0, sigma=None, rate=None, label_noise=0.,
                    evals=('clean',), scale='full', arch=None, root=None, device='auto') -> dict:
@@ -212,7 +208,7 @@ def student_config(out, dataset='digits', method='baseline', teacher=None, seed=
     else: check(teacher in (None, ''), f"Method {method!r} trains the student alone; do not pass a teacher.")
     method_callbacks(method, teacher=_Stub() if m['teacher'] else None, **params)   # same checks as training, before any work
     arch = arch or S.student_arch; get_model(arch)
-    return dict(out=_check_out(out), dataset=dataset, method=method, teacher=str(teacher) if m['teacher'] else None, seed=_check_seed(seed),
+    return dict(out=_check_out(out), dataset=dataset, method=method, teacher=str(teacher) if m['teacher'] else None, seed=check_int('seed', seed, 0),
                 sigma=sigma, rate=rate, label_noise=label_noise, evals=tuple(check_evals(list(evals or ()), dataset)), scale=S.name,
                 arch=arch, root=root, device=device)
 

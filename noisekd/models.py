@@ -13,7 +13,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['BasicBlock', 'WideResNet', 'count_params', 'wrn_40_2', 'wrn_16_2', 'get_model', 'feature_modules', 'dropout_modules',
-           'set_fickle', 'train_modes', 'restore_modes', 'fickle']
+           'set_fickle', 'train_modes', 'restore_modes', 'fickle', 'eval_mode']
 
 # %% ../nbs/02_models.ipynb #80b99cac
 class BasicBlock(nn.Module):
@@ -98,3 +98,7 @@ def fickle(m:nn.Module, on:bool=True):
     modes = train_modes(m)
     try: yield set_fickle(m, on)
     finally: restore_modes(m, modes)
+
+def eval_mode(m:nn.Module):
+    "Run `m` in eval mode inside the block (dropout off too), then restore every submodule's own mode."
+    return fickle(m, on=False)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 from scipy import ndimage as ndi
 from PIL import Image
-from fastprogress.fastprogress import progress_bar
-from .core import check, check_choice, NoisekdError, default_device, atomic_write, save_json, load_json
+from .core import check, check_choice, check_int, NoisekdError, default_device, model_device, progress_if, fsync_path, atomic_write, save_json, load_json
 from .data import ImageArrays, CIFAR10C_CORRUPTIONS, load_cifar10c, cifar10c_root
-from .attacks import eval_mode, to_unit
+from .models import eval_mode
+from .attacks import to_unit
 
 # %% auto #0
 __all__ = ['CIFAR10C_PARAMS', 'GENERATED_CORRUPTIONS', 'corrupt', 'show_corruptions', 'write_corrupted_set', 'predict',
@@ -51,10 +51,6 @@ _FNS = {}
 def _corruption(f):
     "Register `f` (named `_<corruption>`) as a generator: `f(x uint8 N×H×W×3, params, rng, r) -> float in [0, 1] or uint8`."
     _FNS[f.__name__[1:]] = f; return f
-
-def _progress(xs, show:bool):
-    "`xs` with a progress bar when `show` (fastprogress 1.1 draws a character even when told not to display)."
-    return progress_bar(xs) if show else xs
 
 def _blur(x, sigma, mode='nearest', truncate=4.0):
     "Gaussian blur over H and W of a N×H×W(×C) batch (scikit-image's `gaussian` defaults: nearest border, 4σ)."
@@ -368,17 +364,13 @@ def _check_severity(severity):
     check(isinstance(severity, (int, np.integer)) and 1 <= severity <= 5, f"severity must be an integer 1..5, got {severity!r}.")
     return int(severity)
 
-def _check_seed(seed):
-    check(isinstance(seed, (int, np.integer)) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}.")
-    return int(seed)
-
 def corrupt(x, # uint8 images N×H×W×3 (also N×H×W×1, N×H×W, or a N×C×H×W uint8 tensor)
             name:str, # a corruption of `GENERATED_CORRUPTIONS`
             severity:int, # 1..5
             seed:int=0, # the result depends on this alone (and on each image's index within `x`)
            ) -> np.ndarray:
     "`x` corrupted by `name` at `severity` with CIFAR-10-C's parameters: uint8 N×H×W×3."
-    name, severity, seed = _check_corruption(name), _check_severity(severity), _check_seed(seed)
+    name, severity, seed = _check_corruption(name), _check_severity(severity), check_int('seed', seed, 0)
     x = _as_nhwc(x)
     out = np.empty_like(x)
     for i, c in _corrupt_chunks(x, name, severity, seed): out[i:i + len(c)] = c
@@ -405,12 +397,6 @@ def show_corruptions(img, # one uint8 image H×W×3 (or C×H×W tensor)
     return fig
 
 # %% ../nbs/06_robustness.ipynb #063d8921
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
-
 def _npy_shape(path):
     "Shape and dtype of a complete `.npy` file, or None when it is missing or unreadable."
     try: a = np.load(path, mmap_mode='r'); return a.shape, a.dtype
@@ -425,7 +411,7 @@ def write_corrupted_set(data:ImageArrays, # the clean images (e.g. the SVHN test
     "Write `data` corrupted at severities 1..5 in the CIFAR-10-C layout; resumes where a killed run stopped."
     check(hasattr(data, 'x') and hasattr(data, 'y'), f"data must be an ImageArrays (images .x, labels .y), got {type(data).__name__}.")
     corruptions = [_check_corruption(c) for c in (corruptions or GENERATED_CORRUPTIONS)]
-    seed, out = _check_seed(seed), Path(out_dir)
+    seed, out = check_int('seed', seed, 0), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x, y = _as_nhwc(data.x), np.asarray(data.y)
     check(len(x) > 0, "data holds no images.")
@@ -449,7 +435,7 @@ def write_corrupted_set(data:ImageArrays, # the clean images (e.g. the SVHN test
     meta = dict(source=getattr(data, 'name', ''), n=len(x), shape=list(x.shape[1:]), seed=seed, params='CIFAR-10-C (make_cifar_c.py)',
                 layout='<corruption>.npy uint8 (5*n, H, W, 3), severity s = rows (s-1)*n:s*n; labels.npy (5*n,)')
     done = set(prev.get('corruptions', []))
-    for name in _progress(corruptions, progress):
+    for name in progress_if(corruptions, progress):
         path = out/f'{name}.npy'
         if _npy_shape(path) != (shape, np.dtype(np.uint8)):
             tmp = out/f'.{name}.npy.tmp'
@@ -458,7 +444,7 @@ def write_corrupted_set(data:ImageArrays, # the clean images (e.g. the SVHN test
                 for s in range(1, 6):
                     for i, c in _corrupt_chunks(x, name, s, seed): mm[(s - 1) * len(x) + i:(s - 1) * len(x) + i + len(c)] = c
                 mm.flush(); del mm
-                _fsync(tmp); os.replace(tmp, path)
+                fsync_path(tmp); os.replace(tmp, path)
             except BaseException:
                 tmp.unlink(missing_ok=True); raise
         done.add(name)
@@ -466,11 +452,6 @@ def write_corrupted_set(data:ImageArrays, # the clean images (e.g. the SVHN test
     return out
 
 # %% ../nbs/06_robustness.ipynb #e7e0f9d0
-def _model_device(model):
-    p = next(iter(model.parameters()), None)
-    if p is None: p = next(iter(model.buffers()), None)
-    return p.device if p is not None else torch.device('cpu')
-
 def _to_nchw(x) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         check(x.ndim == 4 and x.shape[-1] in (1, 3), f"An array of images must be N×H×W×C (the .npy layout), got {x.shape}.")
@@ -487,7 +468,7 @@ def predict(model:nn.Module, # classifier: images in [0, 1] to logits
     "Predicted classes (int64, on the CPU) of `model` for the images `x`."
     x = _to_nchw(x)
     check(isinstance(bs, int) and bs >= 1, f"bs must be an integer >= 1, got {bs!r}.")
-    dev = _model_device(model) if device is None else default_device(device)
+    dev = model_device(model) if device is None else default_device(device)
     model.to(dev); out = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, len(x), bs): out.append(model(to_unit(x[i:i + bs].to(dev))).argmax(1).cpu())
@@ -544,7 +525,7 @@ def corruption_accuracy(model:nn.Module, # classifier: images in [0, 1] to logit
     n_ok = int(ok.sum())
     if n_ok == 0: warnings.warn("The model gets no clean image right: the conditional accuracy is undefined (NaN).")
     rows = []
-    for c in _progress(corruptions, progress):
+    for c in progress_if(corruptions, progress):
         for s in severities:
             a = load_cifar10c(folder, c, s, classes=clean.classes)
             check(a.x.shape[2:] == clean.x.shape[2:], f"{c}.npy holds {tuple(a.x.shape[2:])} images, the clean set "
