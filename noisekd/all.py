@@ -18,7 +18,8 @@ from .robustness import *
 from .evaluate import *
 from .train import *
 from .experiments import *
+from .cluster import *
 from .report import *
 import importlib as _il
-_MODULES = ['core', 'data', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'report']
+_MODULES = ['core', 'data', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'cluster', 'report']
 __all__ = [n for _m in _MODULES for n in _il.import_module(f'noisekd.{_m}').__all__]

@@ -16,8 +16,8 @@ from .evaluate import EVALS
 # %% auto #0
 __all__ = ['SCALES', 'TEACHER_METHODS_SCHEDULE_FT', 'TABLES', 'RUN_COLS', 'EVAL_DIR', 'RECORDS', 'Scale', 'get_scale', 'Run',
            'plan', 'feature_weight', 'teacher_config', 'student_config', 'run_teacher', 'run_student', 'select_teacher',
-           'evaluate_run', 'plot_history', 'notebooks_dir', 'run_done', 'run_params', 'execute_run', 'RunFailed',
-           'execute']
+           'evaluate_run', 'plot_history', 'notebooks_dir', 'run_done', 'run_params', 'run_deps', 'execute_run',
+           'RunFailed', 'progress_text', 'run_summary', 'execute']
 
 # %% ../nbs/08_experiments.ipynb #8aa49166
 @dataclass(frozen=True)
@@ -357,7 +357,7 @@ def run_params(run:Run, runs_dir, root=None, device='auto', progress:bool=False)
     return dict(common, method=run.method, teacher=str(_teacher_path(run, runs_dir)) if run.needs_teacher else None,
                 sigma=run.sigma, rate=run.rate, evals=list(run.evals))
 
-def _deps(run:Run) -> list:
+def run_deps(run:Run) -> list:
     if run.kind == 'select': return [Run('teacher', run.dataset, run.scale, s, p=run.p, label_noise=run.label_noise) for s in run.seeds]
     return [run.teacher_select()] if run.needs_teacher else []
 
@@ -378,9 +378,9 @@ class RunFailed(Exception):
     "A run's notebook raised; `notebook` shows where."
     def __init__(self, msg, notebook=None): super().__init__(msg); self.notebook = notebook
 
-def _bar(k, n, w=20): f = int(w * k / max(n, 1)); return f"[{k:>{len(str(n))}}/{n} {'█'*f}{'·'*(w-f)}]"
+def progress_text(k, n, w=20): f = int(w * k / max(n, 1)); return f"[{k:>{len(str(n))}}/{n} {'█'*f}{'·'*(w-f)}]"
 
-def _summary(run:Run, runs_dir:Path) -> str:
+def run_summary(run:Run, runs_dir:Path) -> str:
     try:
         df = pd.read_csv(runs_dir/run.path/RECORDS)
         v = df.loc[df.metric.isin(['clean_acc', 'teacher_clean_acc']), 'value']
@@ -390,24 +390,25 @@ def _summary(run:Run, runs_dir:Path) -> str:
 def execute(runs, runs_dir='runs', root=None, device='auto', executor:str='papermill', log=print) -> dict:
     "Run `runs` in order into `runs_dir`: skip complete ones, resume cut-off ones, go on past failures."
     check_choice('executor', executor, ['papermill', 'inline'])
-    runs_dir = Path(runs_dir).resolve()
+    from noisekd.data import data_root
+    runs_dir, root = Path(runs_dir).resolve(), data_root(root).resolve()   # notebooks run in runs_dir: paths must not be relative
     from noisekd.train import _check_writable
     _check_writable(runs_dir)
     failed, done, skipped = {}, [], []
     n = len(runs)
     for k, run in enumerate(runs, 1):
-        bad = [d for d in _deps(run) if d in failed]
+        bad = [d for d in run_deps(run) if d in failed]
         if bad:
-            failed[run] = (f"not run: {bad[0].name} failed", None); log(f"{_bar(k, n)} ✗ {run.name}: {failed[run][0]}"); continue
-        if run_done(run, runs_dir): skipped.append(run); log(f"{_bar(k, n)} = {run.name} (already done)"); continue
+            failed[run] = (f"not run: {bad[0].name} failed", None); log(f"{progress_text(k, n)} ✗ {run.name}: {failed[run][0]}"); continue
+        if run_done(run, runs_dir): skipped.append(run); log(f"{progress_text(k, n)} = {run.name} (already done)"); continue
         t0 = time.time()
         try: execute_run(run, runs_dir, root, device, executor)
         except KeyboardInterrupt: raise
         except Exception as e:
             nb = getattr(e, 'notebook', None)
             failed[run] = (f"{type(e).__name__ if not isinstance(e, RunFailed) else ''}{': ' if not isinstance(e, RunFailed) else ''}{e}", nb)
-            log(f"{_bar(k, n)} ✗ {run.name}: {failed[run][0]}" + (f" (see {nb})" if nb else '')); continue
-        done.append(run); log(f"{_bar(k, n)} ✓ {run.name} ({time.time() - t0:.0f} s) {_summary(run, runs_dir)}")
+            log(f"{progress_text(k, n)} ✗ {run.name}: {failed[run][0]}" + (f" (see {nb})" if nb else '')); continue
+        done.append(run); log(f"{progress_text(k, n)} ✓ {run.name} ({time.time() - t0:.0f} s) {run_summary(run, runs_dir)}")
     log(f"{len(done)} run(s) done, {len(skipped)} already done, {len(failed)} failed.")
     for run, (msg, nb) in failed.items(): log(f"  failed: {run.name}: {msg}" + (f"\n          notebook: {nb}" if nb else ''))
     return dict(done=done, skipped=skipped, failed=failed)

@@ -6,7 +6,7 @@ Docs: https://noisekd.github.io/noisekd/robustness.html.md"""
 
 # %% ../nbs/06_robustness.ipynb #7d2f7106
 from __future__ import annotations
-import io, os, math, warnings
+import io, os, math, warnings, tempfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 from scipy import ndimage as ndi
@@ -438,8 +438,8 @@ def write_corrupted_set(data:ImageArrays, # the clean images (e.g. the SVHN test
     for name in progress_if(corruptions, progress):
         path = out/f'{name}.npy'
         if _npy_shape(path) != (shape, np.dtype(np.uint8)):
-            tmp = out/f'.{name}.npy.tmp'
-            try:
+            fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.npy.tmp', dir=out); os.close(fd); tmp = Path(tmp)
+            try:                                 # a unique temporary name: two writers of one set never share a file
                 mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
                 for s in range(1, 6):
                     for i, c in _corrupt_chunks(x, name, s, seed): mm[(s - 1) * len(x) + i:(s - 1) * len(x) + i + len(c)] = c
