@@ -25,7 +25,10 @@ def check(cond, msg:str):
     "Raise `NoisekdError(msg)` unless `cond`."
     if not cond: raise NoisekdError(msg)
 
-def check_choice(what:str, value, choices):
+def check_choice(what:str, # the name the message uses, e.g. 'dataset'
+                 value, # the value to check
+                 choices, # the valid values
+                ):
     "Check `value` is one of `choices`; suggest the closest ones otherwise."
     choices = list(choices)
     if value in choices: return value
@@ -33,7 +36,13 @@ def check_choice(what:str, value, choices):
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
     raise NoisekdError(f"Unknown {what} {value!r}.{hint} Choose one of: {', '.join(map(str, choices))}.")
 
-def check_range(what:str, value, lo=None, hi=None, lo_open=False, hi_open=False):
+def check_range(what:str, # the name the message uses, e.g. 'sigma'
+                value, # the value to check
+                lo=None, # lower bound (None: none)
+                hi=None, # upper bound (None: none)
+                lo_open:bool=False, # exclude `lo` itself
+                hi_open:bool=False, # exclude `hi` itself
+               ):
     "Check `lo <= value <= hi` (strict where `*_open`), with a message naming the bounds."
     try: v = float(value)
     except (TypeError, ValueError): raise NoisekdError(f"{what} must be a number, got {value!r}.") from None
@@ -105,7 +114,9 @@ def fsync_path(p:Path):
     except OSError: pass
     finally: os.close(fd)
 
-def atomic_write(path, data:bytes|str):
+def atomic_write(path, # the file to (re)write
+                 data:bytes|str, # its new content
+                ):
     "Write `data` to `path` so that a crash leaves the old file or the new one, never a torn one."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str): data = data.encode()

@@ -113,7 +113,11 @@ TABLES = ['table1', 'table2', 'table3', 'table4', 'table5', 'fig2', 'fig3', 'fig
 def _ood(dataset): return ('ood',) if dataset == 'cifar10' else ()
 def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits') else ()
 
-def plan(table:str, dataset:str='digits', scale='full', seeds:int=None) -> list:
+def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
+         dataset:str='digits', # 'digits', 'cifar10' or 'svhn'
+         scale='full', # a `Scale` or its name: 'full' (the paper), 'small', 'demo', 'tiny'
+         seeds:int=None, # seeds per configuration (None: the scale's)
+        ) -> list:
     "The runs of `table` ('table1' … 'fig4', or 'all') for `dataset` at `scale`, teachers first."
     from noisekd.data import DATASETS
     check_choice('dataset', dataset, DATASETS)
@@ -387,7 +391,13 @@ def run_summary(run:Run, runs_dir:Path) -> str:
         return f"test accuracy {v.iloc[0]:.2f}%" if len(v) else ''
     except Exception: return ''
 
-def execute(runs, runs_dir='runs', root=None, device='auto', executor:str='papermill', log=print) -> dict:
+def execute(runs, # `Run`s in dependency order, as `plan` gives them
+            runs_dir='runs', # each run gets its folder under here
+            root=None, # data folder (None: $NOISEKD_DATA or ./data)
+            device='auto', # 'auto' uses the GPU when there is one
+            executor:str='papermill', # 'papermill' (keeps each run's executed notebook) or 'inline'
+            log=print, # where progress lines go
+           ) -> dict:
     "Run `runs` in order into `runs_dir`: skip complete ones, resume cut-off ones, go on past failures."
     check_choice('executor', executor, ['papermill', 'inline'])
     from noisekd.data import data_root

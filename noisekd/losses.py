@@ -14,13 +14,21 @@ __all__ = ['FEATURE_LOSSES', 'kd_loss', 'hinton_loss', 'attention_map', 'at_loss
            'rkd_a_loss', 'feature_loss']
 
 # %% ../nbs/03_losses.ipynb #5bddf90f
-def kd_loss(student_logits, teacher_logits, T:float=4.) -> torch.Tensor:
+def kd_loss(student_logits, # S(x): the student's logits, B×C
+            teacher_logits, # T(x): the teacher's logits, B×C (no gradient)
+            T:float=4., # temperature τ
+           ) -> torch.Tensor:
     "τ²·KL(softmax(t/τ) ‖ softmax(s/τ)), averaged over the batch."
     log_ps = F.log_softmax(student_logits.float() / T, dim=-1)
     pt = F.softmax(teacher_logits.detach().float() / T, dim=-1)
     return F.kl_div(log_ps, pt, reduction='batchmean') * T * T
 
-def hinton_loss(student_logits, teacher_logits, y, alpha:float=0.9, T:float=4.) -> torch.Tensor:
+def hinton_loss(student_logits, # S(x), B×C
+                teacher_logits, # T(x), B×C
+                y, # the labels, B
+                alpha:float=0.9, # balance α of the KL term
+                T:float=4., # temperature τ
+               ) -> torch.Tensor:
     "(1−α)·CE(s, y) + α·τ²·KL(t ‖ s): Hinton's objective (paper Eq. 1)."
     return (1 - alpha) * F.cross_entropy(student_logits.float(), y) + alpha * kd_loss(student_logits, teacher_logits, T)
 
@@ -29,7 +37,9 @@ def attention_map(f:torch.Tensor) -> torch.Tensor:
     "Channel-mean of squared activations, flattened and L2-normalized: B×(H·W)."
     return F.normalize(f.float().pow(2).mean(1).flatten(1), dim=1)
 
-def at_loss(feats_s, feats_t) -> torch.Tensor:
+def at_loss(feats_s, # the student's group outputs, each B×C×H×W
+            feats_t, # the teacher's, same spatial sizes (channels may differ)
+           ) -> torch.Tensor:
     "Attention transfer: mean squared difference of attention maps, summed over the feature groups."
     return sum((attention_map(s) - attention_map(t.detach())).pow(2).mean() for s, t in zip(feats_s, feats_t))
 
@@ -39,7 +49,9 @@ def similarity(f:torch.Tensor) -> torch.Tensor:
     f = f.float().flatten(1)
     return F.normalize(f @ f.t(), dim=1)
 
-def sp_loss(f_s, f_t) -> torch.Tensor:
+def sp_loss(f_s, # the student's last group output, B×…
+            f_t, # the teacher's, B×…
+           ) -> torch.Tensor:
     "Similarity-preserving KD: squared Frobenius distance of the similarity matrices over B²."
     return (similarity(f_s) - similarity(f_t.detach())).pow(2).sum() / f_s.shape[0] ** 2
 
@@ -75,7 +87,11 @@ FEATURE_LOSSES = {
     'rkd-a':  dict(fn=rkd_a_loss, weight=50., taps=(3,), as_list=False),
 }
 
-def feature_loss(name:str, feats_s, feats_t, weight:float=None) -> torch.Tensor:
+def feature_loss(name:str, # 'at', 'sp', 'rkd-d', 'rkd-a' or 'rkd-da'
+                 feats_s, # the student's taps [group1, group2, group3, pooled]
+                 feats_t, # the teacher's taps
+                 weight:float=None, # None: the paper's weight (β = 1000, γ = 3000, 25, 50)
+                ) -> torch.Tensor:
     "The weighted feature-distillation loss `name` ('at', 'sp', 'rkd-d', 'rkd-a', 'rkd-da') between feature lists."
     if name == 'rkd-da': return feature_loss('rkd-d', feats_s, feats_t) + feature_loss('rkd-a', feats_s, feats_t)
     spec = FEATURE_LOSSES[check_choice('feature loss', name, list(FEATURE_LOSSES) + ['rkd-da'])]

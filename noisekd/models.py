@@ -34,7 +34,13 @@ class BasicBlock(nn.Module):
 # %% ../nbs/02_models.ipynb #e130aefb
 class WideResNet(nn.Module):
     "WRN-`depth`-`widen` (Zagoruyko & Komodakis) with dropout `drop` in every block and feature taps."
-    def __init__(self, depth:int=16, widen:int=2, n_classes:int=10, drop:float=0., in_ch:int=3):
+    def __init__(self,
+                 depth:int=16, # d = 6n+4: n blocks per group
+                 widen:int=2, # widening factor k: widths 16k, 32k, 64k
+                 n_classes:int=10, # outputs of the classifier
+                 drop:float=0., # dropout p between the two convolutions of every block
+                 in_ch:int=3, # input channels
+                ):
         super().__init__()
         check((depth - 4) % 6 == 0 and depth >= 10, f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40, ...), got {depth}.")
         check(int(widen) == widen and widen >= 1, f"WRN widening factor k must be a positive integer, got {widen!r}.")
@@ -64,7 +70,10 @@ def count_params(m:nn.Module) -> int: return sum(p.numel() for p in m.parameters
 def wrn_40_2(n_classes:int=10, drop:float=0., **kw): "The paper's teacher, WRN-40-2 (2.2M parameters)."; return WideResNet(40, 2, n_classes, drop, **kw)
 def wrn_16_2(n_classes:int=10, drop:float=0., **kw): "The paper's student, WRN-16-2 (0.7M parameters)."; return WideResNet(16, 2, n_classes, drop, **kw)
 
-def get_model(arch:str, n_classes:int=10, drop:float=0.) -> WideResNet:
+def get_model(arch:str, # 'wrn_<depth>_<k>', e.g. 'wrn_40_2'
+              n_classes:int=10, # outputs of the classifier
+              drop:float=0., # dropout p in every block (> 0 for a Fickle Teacher)
+             ) -> WideResNet:
     "A Wide ResNet by name, `wrn_<depth>_<k>`: e.g. `wrn_40_2`, `wrn_16_2`, `wrn_10_1`."
     m = re.fullmatch(r'wrn[_-](\d+)[_-](\d+)', str(arch))
     check(m is not None, f"Unknown architecture {arch!r}: use 'wrn_<depth>_<k>' with depth = 6n+4, e.g. 'wrn_40_2' (teacher) or 'wrn_16_2' (student).")
@@ -80,7 +89,9 @@ def feature_modules(m:nn.Module) -> list:
 # %% ../nbs/02_models.ipynb #ce3f6b89
 def dropout_modules(m:nn.Module): return [d for d in m.modules() if isinstance(d, nn.modules.dropout._DropoutNd)]
 
-def set_fickle(m:nn.Module, on:bool=True) -> nn.Module:
+def set_fickle(m:nn.Module, # a model with dropout modules
+               on:bool=True, # dropout active (True) or everything in eval mode (False)
+              ) -> nn.Module:
     "Eval mode with the dropout modules active (`on`), or plain eval mode."
     m.eval()
     for d in dropout_modules(m): d.train(on)
