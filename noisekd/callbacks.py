@@ -8,13 +8,18 @@ Docs: https://noisekd.github.io/noisekd/callbacks.html.md"""
 from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 from .core import *
+from contextlib import nullcontext
 from fastai.callback.core import Callback
+from fastai.callback.fp16 import MixedPrecision, AMPMode
+from fastai.torch_core import to_float
+from .data import auto_switch
 from .models import dropout_modules, feature_modules, set_fickle, train_modes, restore_modes
 from .losses import kd_loss, feature_loss, FEATURE_LOSSES
 
 # %% auto #0
-__all__ = ['BASES', 'ADDONS', 'FEATURE_METHODS', 'METHOD_PARAMS', 'n_outputs', 'Distill', 'InputNoise', 'SoftRandomization',
-           'GaussianAugmentation', 'MessyCollaboration', 'parse_method', 'method_callbacks']
+__all__ = ['BASES', 'ADDONS', 'FEATURE_METHODS', 'METHOD_PARAMS', 'n_outputs', 'is_channels_last', 'Autocast', 'Distill',
+           'InputNoise', 'SoftRandomization', 'GaussianAugmentation', 'MessyCollaboration', 'parse_method',
+           'method_callbacks']
 
 # %% ../nbs/04_callbacks.ipynb #2d315db6
 def n_outputs(m:nn.Module):
@@ -22,6 +27,42 @@ def n_outputs(m:nn.Module):
     if hasattr(m, 'n_classes'): return int(m.n_classes)
     lin = [l for l in m.modules() if isinstance(l, nn.Linear)]
     return lin[-1].out_features if lin else None
+
+def is_channels_last(m:nn.Module) -> bool:
+    "True if the first 4-d weight of `m` is stored channels_last (NHWC)."
+    w = next((p for p in m.parameters() if p.ndim == 4), None)
+    return w is not None and w.shape[1] > 1 and w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+
+class Autocast(Callback):
+    "The student's forward pass under `torch.autocast` (bf16 by default); predictions back in fp32, so losses are fp32."
+    order = 10
+    def __init__(self, dtype:torch.dtype=torch.bfloat16): self.dtype = dtype
+    def autocast(self, device=None):
+        "The autocast context for `device` (default: the student's)."
+        return torch.autocast(torch.device(device or self.device).type, dtype=self.dtype)
+    def before_fit(self):
+        m = self.learn.model; self.device = next(m.parameters()).device
+        old = m.__dict__.get('forward')
+        while hasattr(old, 'before_autocast'): old = old.before_autocast   # left behind by a fit that crashed
+        _set_forward(m, old)
+        inner, self.armed = m.forward, False
+        def forward(*args, **kwargs):          # a `with` inside forward: an exception cannot leave autocast on
+            if not self.armed: return inner(*args, **kwargs)
+            try:
+                with self.autocast(): return inner(*args, **kwargs)
+            except BaseException: self.armed = False; raise
+        forward.before_autocast = old
+        m.forward = forward
+    def before_batch(self): self.armed = True  # autocast from here to the predictions, and only inside a fit
+    def after_pred(self): self.armed = False; self.learn.pred = to_float(self.pred)
+    def after_fit(self):
+        m = self.learn.model; f = m.__dict__.get('forward')
+        if hasattr(f, 'before_autocast'): _set_forward(m, f.before_autocast)
+
+def _set_forward(m, f):
+    "Set (or with `None` remove) an instance-level `forward` of `m`."
+    if f is None: m.__dict__.pop('forward', None)
+    else: m.forward = f
 
 class Distill(Callback):
     "Distill from `teacher` (run on the clean batch, no grad): CE + Hinton KL (+ feature loss); `fickle` keeps its dropout on."
@@ -41,6 +82,7 @@ class Distill(Callback):
                                                    f"{n_classes}. Use a teacher trained on this dataset.")
         self.teacher, self.alpha, self.T, self.fickle, self.feat, self.weight, self.hinton = teacher, alpha, T, fickle, feature_loss, weight, hinton
         self.hooks, self.s_feats = [], None
+        self.inference, self.amp = False, nullcontext   # set from the learner in before_fit
     @property
     def teacher_p(self): return max([d.p for d in dropout_modules(self.teacher)] or [0.])
 
@@ -52,6 +94,15 @@ class Distill(Callback):
         n_s, n_t = n_outputs(model), n_outputs(self.teacher)
         check(n_s is None or n_t is None or n_s == n_t, f"Teacher and student disagree on the number of classes: teacher {n_t}, student {n_s}.")
         self.modes = train_modes(self.teacher)
+        self.drops = dropout_modules(self.teacher)
+        fast = getattr(self.learn, 'fast', None)
+        self.inference = auto_switch(getattr(fast, 'inference_teacher', False), dev)
+        amp = next((c for c in self.learn.cbs if isinstance(c, (Autocast, MixedPrecision))), None)
+        if isinstance(amp, Autocast): self.amp = lambda: amp.autocast(dev)
+        elif amp is not None: self.amp = lambda: torch.autocast('cuda', dtype=torch.bfloat16 if amp.amp_mode == AMPMode.BF16 else torch.float16)
+        else: self.amp = nullcontext
+        if is_channels_last(model): self.teacher.to(memory_format=torch.channels_last)
+        if auto_switch(getattr(fast, 'compile', False), dev) and getattr(self.teacher, '_compiled_call_impl', None) is None: self.teacher.compile()
         if self.feat is not None:
             def keep(i):
                 def hook(mod, inp, out):
@@ -59,7 +110,9 @@ class Distill(Callback):
                 return hook
             self.hooks = [m.register_forward_hook(keep(i)) for i, m in enumerate(feature_modules(model))]
 
-    def before_train(self): self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
+    def before_train(self):
+        self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
+        set_fickle(self.teacher, self.fickle)   # every module's mode, once an epoch; per batch a quick check suffices
     def after_train(self):
         if hasattr(self, 'old_lf'): self.learn.loss_func = self.old_lf; del self.old_lf
     def after_cancel_train(self): self.after_train()
@@ -72,10 +125,15 @@ class Distill(Callback):
     def before_batch(self):
         "Run the teacher on the clean batch, before any callback adds noise to it."
         x = self.xb[0]
-        set_fickle(self.teacher, self.fickle)
-        with torch.no_grad():
+        drops = getattr(self, 'drops', None)
+        if drops is None: drops = self.drops = dropout_modules(self.teacher)
+        if self.teacher.training or any(d.training != self.fickle for d in drops): set_fickle(self.teacher, self.fickle)
+        with (torch.inference_mode() if self.inference else torch.no_grad()), self.amp():
             if self.feat is None: self.t_logits, self.t_feats = self.teacher(x), None
             else: self.t_feats, self.t_logits = self.teacher(x, is_feat=True)
+        if self.inference:   # inference tensors cannot be saved for backward: make them ordinary tensors
+            self.t_logits = self.t_logits.clone()
+            if self.t_feats is not None: self.t_feats = [f.clone() for f in self.t_feats]
         self.s_feats = [None] * 4 if self.feat is not None else None
 
     def lf(self, pred, *yb):
@@ -123,12 +181,14 @@ class MessyCollaboration(Callback):
     def before_fit(self):
         self.C = self.n_classes or getattr(self.dls, 'c', None) or n_outputs(self.learn.model)
         check(self.C is not None and self.C >= 2, "MessyCollaboration needs the number of classes: pass n_classes.")
-        self.n_seen = self.n_changed = 0
+        self.n_seen, self._changed = 0, 0
+    @property
+    def n_changed(self) -> int: return int(self._changed)   # counted on the device: no GPU sync per batch
     def before_batch(self):
         y = self.yb[0]
         swap = torch.rand(y.shape, device=y.device) < self.rate
         y_new = torch.where(swap, torch.randint(0, self.C, y.shape, device=y.device), y)
-        self.n_seen += y.numel(); self.n_changed += int((y_new != y).sum())
+        self.n_seen += y.numel(); self._changed = self._changed + (y_new != y).sum()
         self.learn.yb = (y_new,) + tuple(self.yb[1:])
 
 # %% ../nbs/04_callbacks.ipynb #5b5c8e86
@@ -143,7 +203,9 @@ def parse_method(name:str) -> dict:
     parts = [p.strip() for p in name.lower().split('+')]
     base, addons = parts[0], parts[1:]
     check_choice('method', base, BASES)
-    for a in addons: check_choice(f"add-on in {name!r}", a, ADDONS)
+    for a in addons:
+        try: check_choice('add-on', a, ADDONS)
+        except NoisekdError as e: raise NoisekdError(f"In method {name!r}: {e}") from None
     check(len(set(addons)) == len(addons), f"Method {name!r} repeats an add-on.")
     check(base not in ('baseline', 'ga') or not addons, f"{base!r} trains the student alone and takes no add-ons; got {name!r}.")
     toks = {base, *addons}

@@ -1,4 +1,4 @@
-"""`noisekd demo`, `run`, `reproduce` and `report`: thin wrappers over the package.
+"""`noisekd demo`, `run`, `reproduce`, `report` and `bench`: thin wrappers over the package.
 
 Docs: https://noisekd.github.io/noisekd/cli.html.md"""
 
@@ -122,6 +122,8 @@ def _parser():
                    help='workers to start with --cluster local (default: one per GPU, else one per 2 cores) or slurm (jobs, default: 1)')
     o = sub.add_parser('report', help='collect all records and write tables, figures and the summary')
     o.add_argument('--runs', default='runs'); o.add_argument('--out', default=None, help='default: RUNS/report')
+    from noisekd.bench import bench_parser, BENCH_HELP
+    bench_parser(sub.add_parser('bench', help=BENCH_HELP))
     return p
 
 def main(argv=None):
@@ -135,6 +137,9 @@ def main(argv=None):
                             cluster=args.cluster, workers=args.workers)
             if res['failed']: sys.exit(1)
         elif args.cmd == 'report': report(args.runs, args.out)
+        elif args.cmd == 'bench':
+            from noisekd.bench import bench_from_args
+            bench_from_args(args)
     except NoisekdError as e:
         print(f"noisekd: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt:

@@ -18,7 +18,8 @@ from fastai.data.core import DataLoaders
 __all__ = ['CIFAR10_CLASSES', 'DIGIT_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'AUGMENT', 'DATASETS', 'ImageArrays',
            'resize', 'load_digits', 'show_images', 'data_root', 'load_cifar10', 'load_svhn', 'load_cinic_ood',
            'cifar10c_root', 'load_cifar10c', 'write_fake_cifar10', 'write_fake_svhn', 'write_fake_cinic',
-           'write_fake_cifar10c', 'corrupt_labels', 'random_crop', 'random_flip', 'ArrayLoader', 'make_dls', 'get_data']
+           'write_fake_cifar10c', 'corrupt_labels', 'random_crop', 'random_flip', 'auto_switch', 'ArrayLoader',
+           'make_dls', 'get_data']
 
 # %% ../nbs/01_data.ipynb #ce3fb11a
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
@@ -52,6 +53,11 @@ class ImageArrays:
         "The images at `idxs`."
         idxs = torch.as_tensor(idxs, dtype=torch.int64)
         return ImageArrays(self.x[idxs], self.y[idxs], self.classes, name or self.name, self.y_clean[idxs])
+    def to(self, device):
+        "The same images and labels on `device` (one copy; a loader then indexes and augments them there)."
+        device = torch.device(device)
+        if self.x.device == device and self.y.device == device: return self
+        return ImageArrays(self.x.to(device), self.y.to(device), self.classes, self.name, self.y_clean.to(device))
     def __repr__(self): return f"ImageArrays({self.name!r}, n={len(self)}, shape={tuple(self.x.shape[1:])}, classes={self.c})"
 
 # %% ../nbs/01_data.ipynb #64f70731
@@ -300,24 +306,44 @@ def random_flip(x:torch.Tensor, p:float=0.5) -> torch.Tensor:
     m = torch.rand(len(x), device=x.device) < p
     return torch.where(m[:, None, None, None], x.flip(-1), x)
 
+# %% ../nbs/01_data.ipynb #a3d5c2b1
+def auto_switch(value, device) -> bool:
+    "A fast-path switch as a bool: `'auto'` is on for a CUDA device and off elsewhere."
+    if isinstance(value, str):
+        check(value == 'auto', f"A fast-path switch is True, False or 'auto', got {value!r}.")
+        return torch.device(device).type == 'cuda'
+    return bool(value)
+
 # %% ../nbs/01_data.ipynb #8211c52b
 AUGMENT = {'digits': 'crop', 'svhn': 'crop', 'cifar10': 'crop+flip'}
 
 class ArrayLoader(DataLoader):
     "A fastai `DataLoader` over `ImageArrays`: batches by indexing, augmentation on the batch's device."
-    def __init__(self, data:ImageArrays, bs:int=128, shuffle:bool=False, augment:str='none', pad:int=4, seed:int=None, **kwargs):
+    def __init__(self, data:ImageArrays, bs:int=128, shuffle:bool=False, augment:str='none', pad:int=4, seed:int=None,
+                 resident:bool=False, # hold `data` on `device` and index it there (one index tensor per epoch)
+                 channels_last:bool=False, # batches in the channels_last (NHWC) memory format
+                 **kwargs):
         check_choice('augmentation', augment, ['none', 'crop', 'crop+flip', 'flip'])
+        if resident:
+            check(not kwargs.get('num_workers'), "A resident loader indexes the data on the device: use num_workers=0.")
+            data = data.to(kwargs.get('device') or 'cpu')
         super().__init__(data, bs=bs, shuffle=shuffle, **kwargs)
-        self.augment, self.pad = augment, pad
+        self.augment, self.pad, self.resident, self.channels_last = augment, pad, resident, channels_last
         if seed is not None: self.rng = random.Random(seed)
     def create_item(self, i): return i
+    def create_batches(self, samps):
+        if not self.resident: yield from super().create_batches(samps); return
+        idxs = torch.tensor(list(samps), dtype=torch.int64).to(self.dataset.x.device)
+        n = len(idxs) - (len(idxs) % self.bs if self.drop_last else 0)
+        for i in range(0, n, self.bs): yield self.create_batch(idxs[i:i+self.bs])
     def create_batch(self, idxs):
-        idxs = torch.as_tensor(idxs, dtype=torch.int64)
+        idxs = torch.as_tensor(idxs, dtype=torch.int64, device=self.dataset.x.device)
         return self.dataset.x[idxs], self.dataset.y[idxs]
     def after_batch(self, b):
         x, y = b
         if 'crop' in self.augment: x = random_crop(x, self.pad)
         if 'flip' in self.augment: x = random_flip(x)
+        if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
         return x.float().div_(255), y
     @property
     def c(self): return self.dataset.c
@@ -326,14 +352,18 @@ class ArrayLoader(DataLoader):
 
 # %% ../nbs/01_data.ipynb #d90f8a65
 def make_dls(train:ImageArrays, test:ImageArrays, bs:int=128, augment:str=None, device=None, seed:int=0,
-             test_bs:int=None, **kwargs) -> DataLoaders:
+             test_bs:int=None,
+             resident='auto', # whole datasets on `device` as uint8 (`'auto'`: on a CUDA device)
+             channels_last='auto', # batches in the channels_last memory format (`'auto'`: on a CUDA device)
+             **kwargs) -> DataLoaders:
     "fastai `DataLoaders` (train shuffled and augmented, test as is) for `train`/`test`."
     check(train.classes == test.classes, f"train and test sets have different classes: {train.classes} vs {test.classes}.")
     check(int(bs) == bs and bs >= 1, f"bs (batch size) must be a positive integer, got {bs!r}.")
     if augment is None: augment = AUGMENT.get(train.name.split('-')[0], 'crop')
     device = default_device(device)
-    trn = ArrayLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs, augment=augment, seed=seed, device=device, **kwargs)
-    val = ArrayLoader(test, bs=test_bs or 2*bs, shuffle=False, device=device, **kwargs)
+    fast = dict(resident=auto_switch(resident, device), channels_last=auto_switch(channels_last, device))
+    trn = ArrayLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs, augment=augment, seed=seed, device=device, **fast, **kwargs)
+    val = ArrayLoader(test, bs=test_bs or 2*bs, shuffle=False, device=device, **fast, **kwargs)
     dls = DataLoaders(trn, val, device=device)
     dls.c = train.c
     return dls

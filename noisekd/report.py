@@ -30,7 +30,7 @@ def summarize(records:pd.DataFrame) -> pd.DataFrame:
     r = records[records['kind'].isin(['student', 'select'])].copy()
     r.loc[r['kind'] == 'select', 'kind'] = 'teacher'
     keys = [k for k in KEYS if k in r.columns]
-    g = r.groupby([r[k].fillna(-1) if k not in ('dataset', 'scale', 'kind', 'method', 'metric', 'corruption') else r[k].fillna('')
+    g = r.groupby([r[k].fillna(-1) if k not in ('dataset', 'scale', 'kind', 'method', 'metric', 'corruption') else r[k].astype(object).fillna('')
                    for k in keys], dropna=False)['value']
     s = g.agg(mean='mean', std='std', n='count').reset_index()
     for k in ('p', 'sigma', 'rate', 'label_noise'): s[k] = s[k].replace(-1, np.nan)
@@ -89,7 +89,7 @@ def compare(summary:pd.DataFrame, # from `summarize`
     "One paper table: measured mean ± std over seeds beside the paper's number and the difference."
     paper = paper_results(); ref = dataset if dataset in paper.dataset.unique() else 'cifar10'
     pt = paper[(paper.table == table) & (paper.dataset == ref)].copy()
-    s = summary[(summary.dataset == dataset) & (summary.corruption.fillna('') == '')]
+    s = summary[(summary.dataset == dataset) & (summary.corruption.astype(object).fillna('') == '')]
     if scale is not None: s = s[s.scale == scale]
     s = s.assign(_k=_key(s)); pt = pt.assign(_k=_key(pt)).drop_duplicates('_k')   # Table 1 repeats the teacher on every row
     m = pt.merge(s[['_k', 'mean', 'std', 'n', 'scale']], on='_k', how='inner', suffixes=('_paper', ''))
@@ -102,7 +102,7 @@ def compare(summary:pd.DataFrame, # from `summarize`
 
 # %% ../nbs/09_report.ipynb #6c794b79
 def _stat(s, dataset, method, metric, **k):
-    q = s[(s.dataset == dataset) & (s.method == method) & (s.metric == metric) & (s.corruption.fillna('') == '')]
+    q = s[(s.dataset == dataset) & (s.method == method) & (s.metric == metric) & (s.corruption.astype(object).fillna('') == '')]
     k.setdefault('label_noise', 0.)
     for c in ('p', 'sigma', 'rate', 'label_noise'):
         v = k.get(c)
@@ -175,7 +175,12 @@ def _errline(ax, x, m, sd, label, **kw):
     if sd is not None and np.isfinite(sd).any(): ax.fill_between(x, m - np.nan_to_num(sd), m + np.nan_to_num(sd), alpha=0.2)
 
 def _sel(s, dataset, method, metric_re):
-    return s[(s.dataset == dataset) & (s.method == method) & s.metric.str.match(metric_re) & (s.corruption.fillna('') == '')]
+    return s[(s.dataset == dataset) & (s.method == method) & s.metric.str.match(metric_re) & (s.corruption.astype(object).fillna('') == '')]
+
+def _legend(ax, **kw):
+    "A legend when something is labelled (an empty figure says so instead of warning)."
+    if ax.get_legend_handles_labels()[0]: ax.legend(**kw)
+    else: ax.text(0.5, 0.5, 'no runs yet', ha='center', va='center', transform=ax.transAxes, color='grey')
 
 def fig_pgd_sigma(summary, dataset, ax=None):
     "Fig. 2: PGD-20 accuracy (ε = 8/255) against σ for SR and GA."
@@ -187,7 +192,7 @@ def fig_pgd_sigma(summary, dataset, ax=None):
         if len(d): _errline(ax, d.sigma, d['mean'], d['std'], m.upper())
         pp = P[(P.table == 'fig2') & (P.dataset == dataset) & (P.method == m)]
         if len(pp): ax.plot(pp.sigma, pp.value, 'x', color='k', label=f'paper {m.upper()}' if m == 'sr' else None)
-    ax.set_xlabel('σ'); ax.set_ylabel('PGD-20 accuracy (%)'); ax.set_title(f'Fig. 2 ({dataset})'); ax.legend(); ax.grid(alpha=0.3)
+    ax.set_xlabel('σ'); ax.set_ylabel('PGD-20 accuracy (%)'); ax.set_title(f'Fig. 2 ({dataset})'); _legend(ax); ax.grid(alpha=0.3)
     return ax
 
 def fig_pgd_sweep(summary, dataset, x='steps', ax=None):
@@ -202,13 +207,13 @@ def fig_pgd_sweep(summary, dataset, x='steps', ax=None):
             xs = dd.metric.str.extract(pat)[0].astype(float); o = np.argsort(xs.values)
             ax.plot(xs.values[o], dd['mean'].values[o], ls, marker='o', label=f'{m.upper()} σ={sg:g}')
     ax.set_xscale('log'); ax.set_xlabel('PGD steps' if x == 'steps' else 'ε × 255'); ax.set_ylabel('robust accuracy (%)')
-    ax.set_title(f"Table {'4' if x == 'steps' else '5'} ({dataset})"); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    ax.set_title(f"Table {'4' if x == 'steps' else '5'} ({dataset})"); _legend(ax, fontsize=7); ax.grid(alpha=0.3)
     return ax
 
 def fig_corruptions(summary, dataset, ax=None):
     "Fig. 3: per-corruption accuracy (conditional on a correct clean prediction) of Hinton and the SR students."
     import matplotlib.pyplot as plt
-    d = summary[(summary.dataset == dataset) & (summary.metric == 'cond_acc') & (summary.corruption.fillna('') != '')
+    d = summary[(summary.dataset == dataset) & (summary.metric == 'cond_acc') & (summary.corruption.astype(object).fillna('') != '')
                 & summary.method.isin(['hinton', 'sr']) & (summary.label_noise.fillna(0) == 0)]
     if ax is None: _, ax = plt.subplots(figsize=(9, 3.3))
     if not len(d): return ax
@@ -216,13 +221,13 @@ def fig_corruptions(summary, dataset, ax=None):
     t = d.assign(model=labels).pivot_table(index='corruption', columns='model', values='mean')
     t = t[['Hinton'] + sorted(c for c in t.columns if c != 'Hinton')] if 'Hinton' in t.columns else t
     t.plot.bar(ax=ax, width=0.8); ax.set_ylabel('conditional accuracy (%)'); ax.set_xlabel('')
-    ax.set_title(f'Fig. 3 ({dataset}): per-corruption accuracy'); ax.legend(fontsize=7, ncol=3)
+    ax.set_title(f'Fig. 3 ({dataset}): per-corruption accuracy'); _legend(ax, fontsize=7, ncol=3)
     return ax
 
 def fig_label_noise(summary, dataset, metric='clean_acc', ax=None):
     "Figs. 4–5: accuracy heat map, rows Teacher, Baseline and MC rate r (r = 0 is Hinton), columns the label-corruption rate c."
     import matplotlib.pyplot as plt
-    s = summary[(summary.dataset == dataset) & (summary.corruption.fillna('') == '')]
+    s = summary[(summary.dataset == dataset) & (summary.corruption.astype(object).fillna('') == '')]
     rows = {}
     t = s[(s.method == 'teacher') & (s.metric == 'teacher_' + metric) & (s.p.fillna(0) == 0)]
     if len(t): rows['Teacher'] = t.set_index('label_noise')['mean']

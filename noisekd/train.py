@@ -7,12 +7,13 @@ Docs: https://noisekd.github.io/noisekd/train.html.md"""
 # %% ../nbs/07_train.ipynb #660f33ae
 from __future__ import annotations
 import time, json, math, random
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from .core import *
-from fastai.learner import Learner
-from fastai.callback.core import Callback, CancelFitException
+from fastai.learner import Learner, Recorder, AvgSmoothLoss
+from fastai.callback.core import Callback, CancelFitException, event
 from fastai.callback.progress import ProgressCallback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
@@ -20,11 +21,12 @@ from fastai.optimizer import OptimWrapper
 from fastprogress.fastprogress import progress_bar
 from .data import *
 from .models import *
+from .callbacks import Autocast
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'fickle_schedule', 'get_schedule', 'lr_at', 'StepLR', 'history_summary',
-           'Checkpoint', 'sgd', 'run_complete', 'fit_run', 'load_model', 'make_learner', 'train_model', 'train_teacher',
-           'train_student']
+           'Checkpoint', 'sgd', 'run_complete', 'fit_run', 'load_model', 'FastPath', 'as_fast', 'DeviceSmoothLoss',
+           'SyncFree', 'QuickLearner', 'make_learner', 'train_model', 'train_teacher', 'train_student']
 
 # %% ../nbs/07_train.ipynb #856fce13
 SCHEDULES = {'standard': (200, (60, 120, 150)),
@@ -70,16 +72,29 @@ def history_summary(history:list) -> dict:
 class Checkpoint(Callback):
     "After every epoch: record metrics and write `checkpoint.pth` and `metrics.json` into `path`, atomically."
     order, run_valid = 70, True
-    def __init__(self, path, meta:dict=None, history:list=None):
-        self.path, self.meta, self.history = Path(path), meta or {}, list(history or [])
-    def before_epoch(self): self.t0, self.tot, self.n = time.time(), 0., 0
+    def __init__(self, path, meta:dict=None, history:list=None,
+                 check_every:int=None, # batches between reads of the NaN checks (None: 1 on the CPU, 50 on a GPU)
+                ):
+        self.path, self.meta, self.history, self.check_every = Path(path), meta or {}, list(history or []), check_every
+    def before_epoch(self): self.t0, self.tot, self.n, self.pending = time.time(), 0., 0, []
     def after_loss(self):
         if not self.training: return
-        bs = len(self.yb[0]); self.tot, self.n = self.tot + self.learn.loss.detach().float() * bs, self.n + bs
-        if not torch.isfinite(self.learn.loss).all():
-            raise NoisekdError(f"The training loss became {self.learn.loss.item()} at epoch {self.epoch}, batch {self.iter}. "
-                               f"Training stopped; the last good checkpoint (epoch {self.epoch - 1}) is kept in {self.path}. "
-                               f"Lower the learning rate or check the data and method parameters, then run again to resume.")
+        loss = self.learn.loss.detach()
+        bs = len(self.yb[0]); self.tot, self.n = self.tot + loss.float() * bs, self.n + bs
+        self.pending.append((self.iter, loss.reshape(-1)[:1].float(), torch.isfinite(loss).all()))
+        every = self.check_every or (1 if loss.device.type == 'cpu' else 50)
+        if len(self.pending) >= every: self._check()
+    def after_train(self): self._check()
+    def _check(self):
+        "Stop at the first non-finite training loss among the batches not yet checked."
+        if not self.pending: return
+        its, vals, ok = zip(*self.pending); self.pending = []
+        ok = torch.stack(ok).cpu()
+        if bool(ok.all()): return
+        k = int((~ok).nonzero()[0])
+        raise NoisekdError(f"The training loss became {float(vals[k])} at epoch {self.epoch}, batch {its[k]}. "
+                           f"Training stopped; the last good checkpoint (epoch {self.epoch - 1}) is kept in {self.path}. "
+                           f"Lower the learning rate or check the data and method parameters, then run again to resume.")
     def after_epoch(self):
         vl, acc = (float(v) for v in self.learn.recorder.final_record[1:3])
         tl = float(self.tot / max(self.n, 1))   # the epoch's mean training loss (the recorder's is smoothed across epochs)
@@ -95,9 +110,9 @@ def _rng_state(r:random.Random): v, s, g = r.getstate(); return [v, list(s), g]
 def _set_rng_state(r:random.Random, st): r.setstate((st[0], tuple(st[1]), st[2]))
 
 # %% ../nbs/07_train.ipynb #cffc0f67
-def sgd(mom:float=0.9, wd:float=5e-4, foreach:bool=None):
+def sgd(mom:float=0.9, wd:float=5e-4, foreach:bool=None, fused:bool=None):
     "PyTorch's SGD (momentum, L2 weight decay on every parameter, as the paper's public code) for a fastai `Learner`."
-    return partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=mom, weight_decay=wd, foreach=foreach))
+    return partial(OptimWrapper, opt=partial(torch.optim.SGD, momentum=mom, weight_decay=wd, foreach=foreach, fused=fused))
 
 def run_complete(path) -> bool:
     "True if the run in `path` finished (its `model.pth` and a complete `metrics.json` exist)."
@@ -116,8 +131,11 @@ def _fit_from(learn, start):
 def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:float=0.2, meta:dict=None,
             progress:bool=True) -> dict:
     "Fit `learn` for `epochs` on the step schedule, checkpointing into `path` and resuming from it."
+    check_range('learning rate lr', lr, lo=0, hi=math.inf, lo_open=True, hi_open=True)
+    check_range('gamma', gamma, lo=0, hi=1, lo_open=True)
     path = Path(path); meta = dict(meta or {}, epochs=int(epochs), milestones=list(milestones), lr=lr, gamma=gamma)
-    if run_complete(path): return load_json(path/METRICS)
+    if run_complete(path):
+        rec = load_json(path/METRICS); _check_same_run(path, rec.get('meta', {}), meta); return rec
     _check_writable(path)
     start, history = 0, []
     if (path/CHECKPOINT).is_file():
@@ -147,6 +165,14 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
     (path/CHECKPOINT).unlink(missing_ok=True)
     return rec
 
+def _same(a, b) -> bool: return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+def _check_same_run(path:Path, saved:dict, asked:dict):
+    "Refuse to return (or resume) a run whose saved settings differ from the ones asked for."
+    diff = {k: (saved.get(k), v) for k, v in asked.items() if k in saved and not _same(saved[k], v)}
+    check(not diff, f"The finished run in {path} was trained with other settings (saved vs asked: {diff}). "
+                    f"Use another output folder for these settings, or delete {path} to train it again.")
+
 def _check_writable(path:Path):
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -171,33 +197,141 @@ def load_model(path, expect:dict=None, device='cpu') -> WideResNet:
     m.meta = meta
     return m.to(device).eval()
 
+# %% ../nbs/07_train.ipynb #c4e1a7f2
+@dataclass
+class FastPath:
+    "Speed switches for training; `'auto'` is on for a CUDA device and off on the CPU."
+    resident: bool|str = 'auto'          # dataset resident on the device as uint8, augmented there in batches
+    bf16: bool|str = 'auto'              # bf16 autocast for the forward passes (losses in fp32)
+    channels_last: bool|str = 'auto'     # NHWC memory format for models and batches
+    inference_teacher: bool|str = 'auto' # teacher under torch.inference_mode() instead of no_grad()
+    fused_sgd: bool|str = 'auto'         # fused SGD kernel
+    sync_free: bool|str = 'auto'         # no per-batch GPU->CPU syncs in the bookkeeping
+    compile: bool|str = False            # torch.compile student and teacher
+    def resolve(self, device) -> FastPath:
+        "Every switch as a bool for `device`."
+        d = {f.name: auto_switch(getattr(self, f.name), device) for f in fields(self)}
+        if d['bf16'] and self.bf16 == 'auto' and torch.device(device).type == 'cuda':
+            d['bf16'] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return FastPath(**d)
+    @classmethod
+    def off(cls) -> FastPath: "The plain path: every switch off."; return cls(*[False] * len(fields(cls)))
+    @classmethod
+    def on(cls, compile:bool=False) -> FastPath:
+        "Every switch on (`compile` only if asked), whatever the device."
+        return cls(*[True] * (len(fields(cls)) - 1), compile=compile)
+
+def as_fast(fast=None) -> FastPath:
+    "A `FastPath` from `None` ('auto'), a bool (all on / all off), a dict of switches or a `FastPath`."
+    if fast is None: return FastPath()
+    if isinstance(fast, FastPath): return fast
+    if isinstance(fast, bool): return FastPath.on() if fast else FastPath.off()
+    if isinstance(fast, dict):
+        bad = set(fast) - {f.name for f in fields(FastPath)}
+        check(not bad, f"Unknown fast-path switch(es) {sorted(bad)}; known: {[f.name for f in fields(FastPath)]}.")
+        return FastPath(**fast)
+    raise NoisekdError(f"fast must be None, True, False, a dict of switches or a FastPath; got {fast!r}.")
+
+# %% ../nbs/07_train.ipynb #f3b8d1e6
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's exponentially smoothed loss, kept on the loss's device."
+    def accumulate(self, learn):
+        self.count += 1
+        loss = learn.loss.detach().mean().float()
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
+
+class SyncFree(Callback):
+    "No GPU->CPU sync per batch in fastai's bookkeeping: the smoothed loss stays on the device."
+    order = Recorder.order + 1   # after the recorder, before the progress bar
+    def __init__(self, every:int=50): self.every = every
+    def before_fit(self):
+        r = getattr(self.learn, 'recorder', None)
+        if r is not None and not isinstance(r.smooth_loss, DeviceSmoothLoss): r.smooth_loss = DeviceSmoothLoss(r.smooth_loss.beta)
+    def before_train(self):
+        self.i0, self.shown = len(getattr(getattr(self.learn, 'recorder', None), 'losses', [])), None
+    def after_batch(self):
+        if not self.training or not hasattr(self.learn, 'smooth_loss'): return
+        if self.shown is None or self.iter % self.every == 0: self.shown = self.learn.smooth_loss.detach().cpu()
+        self.learn.smooth_loss = self.shown
+    def after_train(self):
+        r = getattr(self.learn, 'recorder', None)
+        if r is not None and len(r.losses) > self.i0: r.losses[self.i0:] = list(torch.stack(r.losses[self.i0:]).cpu())
+
+# %% ../nbs/07_train.ipynb #1b3d5f7c
+class QuickLearner(Learner):
+    "fastai's `Learner`, calling each callback only for the events it has a handler for."
+    def __call__(self, event_name):
+        if isinstance(event_name, str): self._call_one(event_name)
+        else:
+            for e in event_name: self._call_one(e)
+    def _call_one(self, event_name:str):
+        if not hasattr(event, event_name): raise Exception(f'missing {event_name}')
+        for cb in self._handlers(event_name): cb(event_name)
+    def _handlers(self, name:str) -> list:
+        "The callbacks that handle event `name`, in order (cached until the callbacks change)."
+        key = tuple(map(id, self.cbs))
+        if getattr(self, '_handler_key', None) != key: self._handler_cache, self._handler_key = {}, key
+        hs = self._handler_cache.get(name)
+        if hs is None:
+            hs = self._handler_cache[name] = [cb for cb in self.cbs.sorted('order') if name == 'after_fit'
+                                              or getattr(type(cb), name, None) is not None or name in vars(cb)]
+        return hs
+
 # %% ../nbs/07_train.ipynb #6f5a8fa4
-def make_learner(dls, model, cbs=None, mom:float=0.9, wd:float=5e-4) -> Learner:
+def make_learner(dls, model, cbs=None, mom:float=0.9, wd:float=5e-4,
+                 fast=None, # `FastPath` switches (None: each 'auto', on for a CUDA model); see `as_fast`
+                ) -> Learner:
     "A fastai `Learner` with the paper's optimizer, cross-entropy and test accuracy."
     check_range('weight decay', wd, lo=0); check_range('momentum', mom, lo=0, hi=1, hi_open=True)
-    foreach = True if next(model.parameters()).is_cuda else None
-    return Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=sgd(mom, wd, foreach), metrics=accuracy,
-                   cbs=cbs, wd_bn_bias=True, train_bn=True)
+    x, conv = getattr(getattr(dls.train, 'dataset', None), 'x', None), next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    check(x is None or conv is None or x.shape[1] == conv.in_channels,
+          f"The images have {None if x is None else x.shape[1]} channel(s) but the model takes {getattr(conv, 'in_channels', None)}: "
+          "build the model for the data's channels (e.g. WideResNet(in_ch=...)) or convert the images.")
+    dev = next(model.parameters()).device
+    fast = as_fast(fast).resolve(dev)
+    if fast.channels_last: model.to(memory_format=torch.channels_last)
+    cbs = list(cbs or [])
+    taps = any(getattr(c, 'feat', None) is not None for c in cbs)     # feature KD reads the student through hooks
+    if fast.compile and not taps and getattr(model, '_compiled_call_impl', None) is None: model.compile()
+    cbs = cbs + ([Autocast()] if fast.bf16 else []) + ([SyncFree()] if fast.sync_free else [])
+    foreach = True if dev.type == 'cuda' and not fast.fused_sgd else None
+    learn = QuickLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=sgd(mom, wd, foreach, fast.fused_sgd or None),
+                    metrics=accuracy, cbs=cbs, wd_bn_bias=True, train_bn=True)
+    learn.fast = fast
+    return learn
 
 def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., method:str='baseline', params:dict=None,
                 teacher=None, seed:int=0, schedule:str='standard', epochs:int=None, scale:float=None, lr:float=0.1,
                 wd:float=5e-4, mom:float=0.9, bs:int=128, size:int=None, subset=None, test_subset=None,
-                label_noise:float=0., root=None, device=None, progress:bool=True, extra_cbs=None) -> dict:
+                label_noise:float=0., root=None, device=None, progress:bool=True, extra_cbs=None,
+                fast=None, # speed switches (`FastPath`, dict or bool; None: 'auto', on for a GPU); never change the run's meaning
+               ) -> dict:
     "Train `arch` on `dataset` with `method` into the run folder `out`; resumes and skips finished runs."
     from noisekd.callbacks import method_callbacks
     E, M = get_schedule(schedule, epochs, scale)
+    check_range('learning rate lr', lr, lo=0, hi=math.inf, lo_open=True, hi_open=True)
+    get_model(arch, 10, drop)                               # a bad arch or dropout fails here, before any data is read
     meta = dict(dataset=dataset, arch=arch, drop=drop, method=method, params=params or {}, seed=seed, schedule=schedule,
                 wd=wd, mom=mom, bs=bs, size=size, subset=subset, test_subset=test_subset, label_noise=label_noise)
-    if run_complete(out): return load_json(Path(out)/METRICS)
+    if run_complete(out):
+        rec = load_json(Path(out)/METRICS)
+        asked = {k: v for k, v in dict(meta, epochs=E, milestones=list(M), lr=lr).items() if not (k == 'size' and v is None)}
+        _check_same_run(Path(out), rec.get('meta', {}), asked)
+        return rec
     device = default_device(device)
+    fast = as_fast(fast).resolve(device)
     set_seed(seed)
-    train, test = get_data(dataset, root, size, subset, test_subset, label_noise, seed=seed)
-    dls = make_dls(train, test, bs=bs, device=device, seed=seed)
-    meta.update(n_classes=train.c, classes=train.classes, size=int(train.x.shape[-1]))
     if isinstance(teacher, (str, Path)): teacher = load_model(teacher, device=device)
+    train, test = get_data(dataset, root, size, subset, test_subset, label_noise, seed=seed)
+    dls = make_dls(train, test, bs=bs, device=device, seed=seed, resident=fast.resident, channels_last=fast.channels_last)
+    meta.update(n_classes=train.c, classes=train.classes, size=int(train.x.shape[-1]))
+    tm = getattr(teacher, 'meta', None) or {}
+    for k in ('dataset', 'size'):
+        check(k not in tm or tm[k] == meta[k], f"The teacher was trained with {k}={tm.get(k)!r}, but this run has {k}={meta[k]!r}. "
+                                               f"Distill from a teacher trained on the same data at the same image size.")
     cbs = method_callbacks(method, teacher=teacher, n_classes=train.c, **(params or {})) + list(extra_cbs or [])
     model = get_model(arch, train.c, drop).to(device)
-    learn = make_learner(dls, model, cbs, mom, wd)
+    learn = make_learner(dls, model, cbs, mom, wd, fast=fast)
     return fit_run(learn, out, E, M, lr, meta=meta, progress=progress)
 
 # %% ../nbs/07_train.ipynb #0cdc235d

@@ -1,5 +1,5 @@
 "End-to-end tests of noisekd.robustness: generated sets in the CIFAR-10-C layout, resume after a kill, evaluation."
-import os, signal, subprocess, sys, time
+import os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn as nn
 from noisekd.data import ImageArrays, load_cifar10c, load_digits, DIGIT_CLASSES
@@ -64,10 +64,12 @@ def test_resume_after_kill(tmp_path):
     done = {f.name: f.stat().st_mtime_ns for f in out.glob('*.npy')}
     assert 'gaussian_noise.npy' in done and 'contrast.npy' in done and 'spatter.npy' not in done
     for f in done: np.load(out/f)                                   # every file that is there is complete
+    assert len(list(out.glob('.*.npy.tmp'))) <= 1                   # at most the killed writer's half-written file
+    live = out/f".snow.{socket.gethostname().replace('.', '_')}-{os.getpid()}.x.npy.tmp"; live.touch()   # a live writer's
     data = ImageArrays(_images(32, 120), torch.arange(120) % 10, DIGIT_CLASSES, 'kill')
     write_corrupted_set(data, out, NAMES, progress=False)
     assert {f: (out/f).stat().st_mtime_ns for f in done} == done     # nothing complete was rewritten
-    assert list(out.glob('.*.tmp')) == []
+    assert list(out.glob('.*.tmp')) == [live]                       # the dead writer's temp is gone, the live one's kept
     ref = write_corrupted_set(data, tmp_path/'fresh', NAMES, progress=False)
     for name in NAMES: assert np.array_equal(np.load(out/f'{name}.npy'), np.load(ref/f'{name}.npy')), name
 
