@@ -21,7 +21,7 @@ from fastai.callback.core import Callback
 # %% auto #0
 __all__ = ['KD_METHODS', 'TARGETS', 'BENCH_HELP', 'HWCDataset', 'plain_loader', 'plain_train_epoch', 'plain_accuracy', 'sync',
            'Clock', 'bench_data', 'kd_rates', 'pgd_rates', 'device_name', 'bench', 'bench_markdown', 'print_bench',
-           'bench_parser', 'bench_from_args', 'bench_main']
+           'plot_bench', 'bench_parser', 'bench_from_args', 'bench_main']
 
 # %% ../nbs/11_bench.ipynb #7a0b5c9e
 class HWCDataset(torch.utils.data.Dataset):
@@ -318,6 +318,19 @@ def bench_markdown(df:pd.DataFrame) -> str:
 
 def print_bench(df:pd.DataFrame): "Print the benchmark table."; print(bench_markdown(df))
 
+def plot_bench(df:pd.DataFrame, ax=None):
+    "Bars of each row's images/s, the reference beside noisekd, with the ratio above them (log scale: rows differ 100×)."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(1.3 * len(df) + 2, 3))
+    i = np.arange(len(df))
+    ax.bar(i - 0.2, df.ref_img_s.fillna(0), 0.4, label='reference (plain loop / torchattacks)', color='tab:gray')
+    ax.bar(i + 0.2, df.noisekd_img_s, 0.4, label='noisekd', color='tab:blue')
+    for k, r in enumerate(df.itertuples()):
+        if r.ratio == r.ratio: ax.annotate(f'{r.ratio:.2f}×', (k, max(r.ref_img_s, r.noisekd_img_s)), ha='center', va='bottom', fontsize=8)
+    ax.set_xticks(i, [t.replace(': ', '\n') for t in df.task], fontsize=8); ax.set_yscale('log'); ax.set_ylabel('images / s')
+    ax.set_title(f"{df.attrs.get('device_name', '')} ({df.attrs.get('device', '')})", fontsize=9); ax.legend(fontsize=7)
+    return ax
+
 # %% ../nbs/11_bench.ipynb #9c1e3a5b
 BENCH_HELP = "images/s of noisekd's KD epochs and PGD beside a plain PyTorch loop and torchattacks, on one device"
 
@@ -347,7 +360,7 @@ def bench_parser(p=None):
         p.add_argument(f'--no-{s}', action='store_true', help=f'switch {s} off')
     p.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
     p.add_argument('--no-torchattacks', action='store_true', help='skip the torchattacks reference')
-    p.add_argument('--out', default=None, help='also write the table to this .md or .csv file')
+    p.add_argument('--out', default=None, help='also write the table to this .md or .csv file, or its bar chart to a .png, .svg or .pdf')
     return p
 
 def bench_from_args(a) -> pd.DataFrame:
@@ -363,6 +376,7 @@ def bench_from_args(a) -> pd.DataFrame:
     if a.out:
         out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == '.csv': df.to_csv(out, index=False)
+        elif out.suffix in ('.png', '.svg', '.pdf'): plot_bench(df).figure.savefig(out, bbox_inches='tight', dpi=150)
         else: out.write_text(bench_markdown(df) + '\n')
         print(f"\nwritten: {out}")
     return df

@@ -86,3 +86,6 @@ def test_bench_tiny_cpu(tmp_path):
     df2 = bench_main(['--device', 'cpu', '--batches', '1', '--bs', '2', '--size', '16', '--methods', 'sr',
                       '--pgd-images', '0', '--out', str(out)])
     assert list(df2.task) == ['KD epoch: sr'] and '| KD epoch: sr | plain PyTorch loop |' in out.read_text()
+    png = tmp_path/'bench.png'
+    bench_main(['--device', 'cpu', '--batches', '1', '--bs', '2', '--size', '16', '--methods', 'hinton', '--pgd-images', '0', '--out', str(png)])
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
