@@ -231,8 +231,8 @@ def _training_rows(rec:dict) -> list:
     return [dict(eval='train', metric='clean_acc_last_epoch', value=rec['last_acc']),
             dict(eval='train', metric='clean_acc_best_epoch', value=rec['best_acc'], steps=rec['best_epoch'])]
 
-def _run_evals(out:Path, model, dataset, evals, S:Scale, root, seed, progress) -> pd.DataFrame:
-    "Run each evaluation not yet cached in `out/evals`; return all of them."
+def _run_evals(out:Path, model, dataset, evals, S:Scale, root, progress) -> pd.DataFrame:
+    "Run each evaluation not yet cached in `out/evals`; return all of them (seed 0 for every model: the same subsets, corruptions and PGD starts)."
     from noisekd.evaluate import evaluate
     frames = []
     for e in evals:
@@ -258,7 +258,7 @@ def run_teacher(out, dataset='digits', seed=0, p=0., label_noise=0., scale='full
     rec = train_model(out, dataset, c['arch'], drop=c['p'], seed=c['seed'], scale=S.epoch_scale, bs=S.bs, size=S.size,
                       subset=S.subset, test_subset=S.test_subset, label_noise=c['label_noise'], root=root, device=device, progress=progress)
     ev = _run_evals(out, load_model(out, device=default_device(device)), dataset, ('clean',) + (('ood',) if dataset == 'cifar10' else ()),
-                    S, root, c['seed'], progress)
+                    S, root, progress)
     info = dict(run=str(out), kind='teacher', dataset=dataset, scale=S.name, arch=c['arch'], method='teacher', p=c['p'],
                 label_noise=c['label_noise'], seed=c['seed'])
     return _finish(out, info, rec, ev)
@@ -279,7 +279,7 @@ def run_student(out, dataset='digits', method='baseline', teacher=None, seed=0, 
     rec = train_model(out, dataset, c['arch'], 0., method, params, teacher=t, seed=c['seed'], schedule=schedule, scale=S.epoch_scale,
                       bs=S.bs, size=S.size, subset=S.subset, test_subset=S.test_subset, label_noise=c['label_noise'], root=root,
                       device=device, progress=progress)
-    ev = _run_evals(out, load_model(out, device=dev), dataset, c['evals'], S, root, c['seed'], progress)
+    ev = _run_evals(out, load_model(out, device=dev), dataset, c['evals'], S, root, progress)
     info = dict(run=str(out), kind='student', dataset=dataset, scale=S.name, arch=c['arch'], method=method, p=p if t is not None else None,
                 sigma=c['sigma'], rate=c['rate'], label_noise=c['label_noise'], seed=c['seed'])
     return _finish(out, info, rec, ev)
