@@ -6,7 +6,7 @@ Docs: https://noisekd.github.io/noisekd/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #46beefdc
 from __future__ import annotations
-import os, sys, json, random, difflib, tempfile, io, warnings
+import os, sys, json, random, difflib, socket, tempfile, io, warnings
 from pathlib import Path
 import numpy as np, torch
 # fastai still calls torch.jit.script, which recent torch deprecates loudly on every import
@@ -14,8 +14,8 @@ warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated',
 
 # %% auto #0
 __all__ = ['NoisekdError', 'check', 'check_choice', 'check_range', 'check_int', 'set_seed', 'default_device', 'model_device',
-           'progress_if', 'in_test', 'get_rng_states', 'set_rng_states', 'fsync_path', 'atomic_write', 'save_json',
-           'load_json', 'atomic_torch_save']
+           'progress_if', 'in_test', 'get_rng_states', 'set_rng_states', 'fsync_path', 'temp_file',
+           'remove_stale_temps', 'atomic_write', 'save_json', 'load_json', 'atomic_torch_save']
 
 # %% ../nbs/00_core.ipynb #4723934d
 class NoisekdError(ValueError):
@@ -114,15 +114,33 @@ def fsync_path(p:Path):
     except OSError: pass
     finally: os.close(fd)
 
+def _writer() -> str: return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"   # no dots: they split the name
+
+def temp_file(path) -> Path:
+    "A new empty temporary file beside `path`, named after it and this writer (host-pid)."
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{_writer()}.', suffix='.tmp', dir=path.parent); os.close(fd)
+    return Path(tmp)
+
+def remove_stale_temps(folder):
+    "Delete the `temp_file`s in `folder` whose writer ran on this machine and is gone; others may be live."
+    host = _writer().rpartition('-')[0]
+    for f in Path(folder).glob('.*.tmp'):
+        h, _, pid = f.name[:-len('.tmp')].split('.')[-2].rpartition('-')   # the random part has no dots
+        if h != host or not pid.isdigit(): continue
+        try: os.kill(int(pid), 0)
+        except ProcessLookupError: f.unlink(missing_ok=True)
+        except OSError: pass               # alive, or not ours to ask about
+
 def atomic_write(path, # the file to (re)write
                  data:bytes|str, # its new content
                 ):
     "Write `data` to `path` so that a crash leaves the old file or the new one, never a torn one."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str): data = data.encode()
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    tmp = temp_file(path)
     try:
-        with os.fdopen(fd, 'wb') as f:
+        with open(tmp, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -6,12 +6,12 @@ Docs: https://noisekd.github.io/noisekd/robustness.html.md"""
 
 # %% ../nbs/06_robustness.ipynb #7d2f7106
 from __future__ import annotations
-import io, os, math, socket, warnings, tempfile
+import io, os, math, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 from scipy import ndimage as ndi
 from PIL import Image
-from .core import check, check_choice, check_int, NoisekdError, default_device, model_device, progress_if, fsync_path, atomic_write, save_json, load_json
+from .core import check, check_choice, check_int, NoisekdError, default_device, model_device, progress_if, fsync_path, atomic_write, save_json, load_json, temp_file, remove_stale_temps
 from .data import ImageArrays, CIFAR10C_CORRUPTIONS, load_cifar10c, cifar10c_root
 from .models import eval_mode
 from .attacks import to_unit
@@ -397,19 +397,6 @@ def show_corruptions(img, # one uint8 image H×W×3 (or C×H×W tensor)
     return fig
 
 # %% ../nbs/06_robustness.ipynb #063d8921
-def _host() -> str: return socket.gethostname().replace('.', '_')   # no dots: they split the temporary names
-
-def _remove_stale_temps(out:Path):
-    "Delete temporary files left in `out` by killed writers on this machine (their pid is gone); others may be live."
-    host = _host()
-    for f in out.glob('.*.npy.tmp'):
-        parts = f.name.split('.')          # '', name, host-pid, random, 'npy', 'tmp'
-        h, _, pid = parts[2].rpartition('-') if len(parts) >= 6 else ('', '', '')
-        if h != host or not pid.isdigit(): continue
-        try: os.kill(int(pid), 0)
-        except ProcessLookupError: f.unlink(missing_ok=True)
-        except OSError: pass               # alive, or not ours to ask about
-
 def _npy_shape(path):
     "Shape and dtype of a complete `.npy` file, or None when it is missing or unreadable."
     try: a = np.load(path, mmap_mode='r'); return a.shape, a.dtype
@@ -448,11 +435,11 @@ def write_corrupted_set(data:ImageArrays, # the clean images (e.g. the SVHN test
     meta = dict(source=getattr(data, 'name', ''), n=len(x), shape=list(x.shape[1:]), seed=seed, params='CIFAR-10-C (make_cifar_c.py)',
                 layout='<corruption>.npy uint8 (5*n, H, W, 3), severity s = rows (s-1)*n:s*n; labels.npy (5*n,)')
     done = set(prev.get('corruptions', []))
-    _remove_stale_temps(out)
+    remove_stale_temps(out)
     for name in progress_if(corruptions, progress):
         path = out/f'{name}.npy'
         if _npy_shape(path) != (shape, np.dtype(np.uint8)):
-            fd, tmp = tempfile.mkstemp(prefix=f'.{name}.{_host()}-{os.getpid()}.', suffix='.npy.tmp', dir=out); os.close(fd); tmp = Path(tmp)
+            tmp = temp_file(path)
             try:                                 # a unique temporary name: two writers of one set never share a file
                 mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=shape)
                 for s in range(1, 6):

@@ -136,7 +136,7 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
     path = Path(path); meta = dict(meta or {}, epochs=int(epochs), milestones=list(milestones), lr=lr, gamma=gamma)
     if run_complete(path):
         rec = load_json(path/METRICS); _check_same_run(path, rec.get('meta', {}), meta); return rec
-    _check_writable(path)
+    _check_writable(path); remove_stale_temps(path)   # a killed run's half-written checkpoint
     start, history = 0, []
     if (path/CHECKPOINT).is_file():
         try: ck = torch.load(path/CHECKPOINT, weights_only=True, map_location='cpu'); old = json.loads(ck['meta'])
