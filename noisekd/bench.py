@@ -20,8 +20,8 @@ from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['KD_METHODS', 'TARGETS', 'BENCH_HELP', 'HWCDataset', 'plain_loader', 'plain_train_epoch', 'plain_accuracy', 'sync',
-           'Clock', 'bench_data', 'kd_rates', 'pgd_rates', 'device_name', 'bench', 'bench_markdown', 'print_bench',
-           'plot_bench', 'bench_parser', 'bench_from_args', 'bench_main']
+           'Clock', 'bench_data', 'kd_rates', 'pgd_rows', 'pgd_rates', 'device_name', 'bench', 'bench_markdown',
+           'print_bench', 'plot_bench', 'bench_parser', 'bench_from_args', 'bench_main']
 
 # %% ../nbs/11_bench.ipynb #7a0b5c9e
 class HWCDataset(torch.utils.data.Dataset):
@@ -194,6 +194,12 @@ def _noisekd_pgd(model, x, y, bs, device, steps, restarts, amp:bool=False, max_b
     sync(device)
     return len(x) / (time.perf_counter() - t0), acc
 
+def pgd_rows(max_batch, device, bs:int, restarts:int) -> int:
+    "Rows per pass of noisekd's attack: `max_batch` ('auto': all `restarts`·`bs` on a GPU, `bs` on a CPU; None: all)."
+    every = restarts * bs
+    if max_batch == 'auto': max_batch = None if torch.device(device).type == 'cuda' else bs
+    return min(max_batch or every, every)
+
 def pgd_rates(model:nn.Module, data:ImageArrays, bs:int=128, device='cpu', steps:int=20, restarts:int=5, repeats:int=1,
               fast=None, reference_attack:bool=True, seed:int=0,
               max_batch='auto', # rows per pass of noisekd's attack ('auto': all `restarts`·`bs` on a GPU, `bs` on a CPU)
@@ -201,7 +207,7 @@ def pgd_rates(model:nn.Module, data:ImageArrays, bs:int=128, device='cpu', steps
              ) -> dict:
     "Median images/s and robust accuracy of PGD-`steps`×`restarts`: noisekd (fp32, and bf16 when `fast.bf16`) and torchattacks."
     device = torch.device(device); fast = as_fast(fast).resolve(device)
-    if max_batch == 'auto': max_batch = None if device.type == 'cuda' else bs
+    max_batch = pgd_rows(max_batch, device, bs, restarts)
     model = copy.deepcopy(model).to(device).eval()
     if fast.channels_last: model.to(memory_format=torch.channels_last)
     runs = {'noisekd': lambda: _noisekd_pgd(model, data.x, data.y, bs, device, steps, restarts, max_batch=max_batch)}
@@ -279,8 +285,7 @@ def _bench(device, n_batches, bs, size, methods, pgd_images, pgd_bs, pgd_max_bat
     if pgd_images:
         test = bench_data(pgd_images, size, data, seed + 1)
         pr = pgd_rates(student, test, pgd_bs, device, steps, restarts, repeats, fast, reference_attack, seed, pgd_max_batch, timing)
-        mb = (None if gpu else pgd_bs) if pgd_max_batch == 'auto' else pgd_max_batch
-        rows_per_pass = min(mb or restarts * pgd_bs, restarts * pgd_bs)
+        rows_per_pass = pgd_rows(pgd_max_batch, device, pgd_bs, restarts)
         ref = pr.get('torchattacks', (math.nan, math.nan))
         task = f'PGD-{steps}×{restarts}'
         for k in [k for k in pr if k.startswith('noisekd')]:
