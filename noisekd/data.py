@@ -1,4 +1,4 @@
-"""CIFAR-10, SVHN, CINIC-10 (OOD), CIFAR-10-C, the embedded digits, label corruption and fastai `DataLoaders`.
+"""CIFAR-10, SVHN, Fashion-MNIST, CINIC-10 (OOD), CIFAR-10-C, the embedded digits, label corruption and fastai `DataLoaders`.
 
 Docs: https://noisekd.github.io/noisekd/data.html.md"""
 
@@ -15,11 +15,12 @@ from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 
 # %% auto #0
-__all__ = ['CIFAR10_CLASSES', 'DIGIT_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'AUGMENT', 'DATASETS', 'ImageArrays',
-           'resize', 'load_digits', 'show_images', 'data_root', 'load_cifar10', 'load_svhn', 'load_cinic_ood',
-           'cifar10c_root', 'load_cifar10c', 'write_fake_cifar10', 'write_fake_svhn', 'write_fake_cinic',
-           'write_fake_cifar10c', 'corrupt_labels', 'random_crop', 'random_flip', 'auto_switch', 'ArrayLoader',
-           'make_dls', 'get_data']
+__all__ = ['CIFAR10_CLASSES', 'DIGIT_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'FASHION_CLASSES', 'FASHION_FILES',
+           'DEBIAN_FASHION', 'AUGMENT', 'DATASETS', 'ImageArrays', 'resize', 'load_digits', 'show_images', 'data_root',
+           'load_cifar10', 'load_svhn', 'load_cinic_ood', 'cifar10c_root', 'load_cifar10c', 'fashion_mnist_folder',
+           'load_fashion_mnist', 'write_fake_cifar10', 'write_fake_svhn', 'write_fake_cinic',
+           'write_fake_fashion_mnist', 'write_fake_cifar10c', 'corrupt_labels', 'random_crop', 'random_flip',
+           'auto_switch', 'dataset_of', 'ArrayLoader', 'make_dls', 'get_data']
 
 # %% ../nbs/01_data.ipynb #ce3fb11a
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
@@ -89,7 +90,8 @@ def show_images(data:ImageArrays, n:int=8, title=None, idxs=None, ax_size=1.2):
     idxs = list(range(n)) if idxs is None else list(idxs)
     fig, axs = plt.subplots(1, len(idxs), figsize=(ax_size*len(idxs), ax_size*1.25), squeeze=False)
     for ax, i in zip(axs[0], idxs):
-        ax.imshow(data.x[i].permute(1, 2, 0).numpy()); ax.axis('off')
+        im = data.x[i].permute(1, 2, 0).numpy()
+        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray' if im.shape[-1] == 1 else None); ax.axis('off')
         ax.set_title(data.classes[int(data.y[i])], fontsize=8)
     if title: fig.suptitle(title, fontsize=9)
     return fig
@@ -235,6 +237,59 @@ def load_cifar10c(root=None, corruption:str='gaussian_noise', severity:int=1, cl
     xs = torch.from_numpy(np.array(x[s])).permute(0, 3, 1, 2).contiguous()   # a copy: the memory map is read-only
     return ImageArrays(xs, torch.from_numpy(np.asarray(y[s], dtype=np.int64)), list(classes), f'{corruption}-{int(severity)}')
 
+# %% ../nbs/01_data.ipynb #18c0f296
+FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+FASHION_FILES = {'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d', 'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
+                 't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79', 't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310'}
+DEBIAN_FASHION = Path('/usr/share/datasets/fashion-mnist')
+
+def fashion_mnist_folder(root=None) -> Path|None:
+    "The first folder holding all four Fashion-MNIST files: `root/fashion-mnist`, `root/FashionMNIST/raw`, then Debian's."
+    base = data_root(root)
+    for d in (base/'fashion-mnist', base/'FashionMNIST'/'raw', DEBIAN_FASHION):
+        if all((d/f).is_file() for f in FASHION_FILES): return d
+    return None
+
+def _debian_md5s(folder:Path) -> dict:
+    "The MD5s the Debian package lists for the files of `folder` (empty if it is not the package's folder)."
+    f = Path('/var/lib/dpkg/info/dataset-fashion-mnist.md5sums')
+    if folder != DEBIAN_FASHION or not f.is_file(): return {}
+    return {Path(p).name: m for m, p in (l.split(maxsplit=1) for l in f.read_text().splitlines() if l.strip())}
+
+def _read_idx(path:Path, what:str, how:str) -> np.ndarray:
+    "An idx array (MNIST's format: magic, dims, then uint8 data) from a gzipped file."
+    import gzip
+    try:
+        with gzip.open(path, 'rb') as f: b = f.read()
+        zero, dtype, nd = b[0] | b[1], b[2], b[3]
+        check(zero == 0 and dtype == 0x08 and 1 <= nd <= 3, f"{what}: {path} is not a uint8 idx file (bad magic number). {how}.")
+        shape = tuple(int.from_bytes(b[4+4*i:8+4*i], 'big') for i in range(nd))
+        a = np.frombuffer(b, dtype=np.uint8, offset=4 + 4*nd)
+    except NoisekdError: raise
+    except Exception as e:
+        raise NoisekdError(f"{what}: cannot read {path} ({type(e).__name__}: {e}); the file is truncated or not gzipped idx. {how}.") from None
+    check(a.size == int(np.prod(shape)), f"{what}: {path} holds {a.size} bytes of data for shape {shape}; the file is truncated. {how}.")
+    return a.reshape(shape)
+
+def load_fashion_mnist(root=None, train:bool=True, download:bool=False, checksums:bool=True) -> ImageArrays:
+    "Fashion-MNIST (1×28×28 grey) from the gzipped idx files under `root`, or from Debian's `dataset-fashion-mnist`."
+    base = data_root(root)
+    how = (f"Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, no internet needed), or pass download=True "
+           f"to fetch it into {base}, or put the four .gz files in {base/'fashion-mnist'}")
+    folder = fashion_mnist_folder(root)
+    if folder is None and download: _download('FashionMNIST', base); folder = fashion_mnist_folder(root)
+    check(folder is not None, f"Fashion-MNIST not found: looked for {', '.join(FASHION_FILES)} in {base/'fashion-mnist'}, "
+                              f"{base/'FashionMNIST'/'raw'} and {DEBIAN_FASHION}. {how}.")
+    split = 'train' if train else 't10k'
+    names = [f'{split}-images-idx3-ubyte.gz', f'{split}-labels-idx1-ubyte.gz']
+    md5s = _debian_md5s(folder) or FASHION_FILES
+    for n in names: _check_file(folder/n, md5s.get(n) if checksums else None, 'Fashion-MNIST', how)
+    x, y = (_read_idx(folder/n, 'Fashion-MNIST', how) for n in names)
+    check(x.ndim == 3 and y.ndim == 1 and len(x) == len(y),
+          f"Fashion-MNIST: {folder/names[0]} has shape {x.shape} but {folder/names[1]} has {y.shape}; expected N×28×28 images and N labels. {how}.")
+    return ImageArrays(torch.from_numpy(x.copy())[:, None], torch.from_numpy(y.astype(np.int64)), FASHION_CLASSES,
+                       f"fashion-mnist-{'train' if train else 'test'}")
+
 # %% ../nbs/01_data.ipynb #45a15043
 def _fake_images(rng, n, size=32): return rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 def _mark(folder:Path): (folder/SYNTHETIC).write_text('Synthetic test data written by noisekd.data; not the real dataset.\n')
@@ -270,6 +325,16 @@ def write_fake_cinic(root, n_imagenet:int=3, n_cifar:int=2, split:str='test', se
         for j in range(n_imagenet): Image.fromarray(_fake_images(rng, 1)[0]).save(base/cls/f'n0{rng.integers(1e6, 1e7)}_{j}.png')
         for j in range(n_cifar): Image.fromarray(_fake_images(rng, 1)[0]).save(base/cls/f'cifar10-{split}-{j}-{cls}.png')
     return base
+
+def write_fake_fashion_mnist(root, n_train:int=50, n_test:int=20, seed:int=0, size:int=28) -> Path:
+    "A tiny Fashion-MNIST: the four gzipped idx files under `root/fashion-mnist`."
+    import gzip
+    rng = np.random.default_rng(seed); folder = Path(root)/'fashion-mnist'; folder.mkdir(parents=True, exist_ok=True)
+    def idx(a): return bytes([0, 0, 8, a.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in a.shape) + a.tobytes()
+    for split, n in [('train', n_train), ('t10k', n_test)]:
+        for kind, a in [('images-idx3', rng.integers(0, 256, (n, size, size), dtype=np.uint8)), ('labels-idx1', rng.integers(0, 10, n).astype(np.uint8))]:
+            with gzip.open(folder/f'{split}-{kind}-ubyte.gz', 'wb') as f: f.write(idx(a))
+    _mark(folder); return folder
 
 def write_fake_cifar10c(root, n:int=10, corruptions=('gaussian_noise', 'contrast'), seed:int=0) -> Path:
     "A tiny CIFAR-10-C: `<corruption>.npy` of 5·`n` images and `labels.npy`, under `root/CIFAR-10-C`."
@@ -315,7 +380,11 @@ def auto_switch(value, device) -> bool:
     return bool(value)
 
 # %% ../nbs/01_data.ipynb #8211c52b
-AUGMENT = {'digits': 'crop', 'svhn': 'crop', 'cifar10': 'crop+flip'}
+AUGMENT = {'digits': 'crop', 'svhn': 'crop', 'cifar10': 'crop+flip', 'fashion-mnist': 'crop+flip'}
+
+def dataset_of(name:str) -> str:
+    "The dataset an `ImageArrays` name comes from ('fashion-mnist-train-corrupt0.1' -> 'fashion-mnist')."
+    return max((k for k in AUGMENT if name == k or name.startswith(k + '-')), key=len, default=name.split('-')[0])
 
 class ArrayLoader(DataLoader):
     "A fastai `DataLoader` over `ImageArrays`: batches by indexing, augmentation on the batch's device."
@@ -359,7 +428,7 @@ def make_dls(train:ImageArrays, test:ImageArrays, bs:int=128, augment:str=None, 
     "fastai `DataLoaders` (train shuffled and augmented, test as is) for `train`/`test`."
     check(train.classes == test.classes, f"train and test sets have different classes: {train.classes} vs {test.classes}.")
     check(int(bs) == bs and bs >= 1, f"bs (batch size) must be a positive integer, got {bs!r}.")
-    if augment is None: augment = AUGMENT.get(train.name.split('-')[0], 'crop')
+    if augment is None: augment = AUGMENT.get(dataset_of(train.name), 'crop')
     device = default_device(device)
     fast = dict(resident=auto_switch(resident, device), channels_last=auto_switch(channels_last, device))
     trn = ArrayLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs, augment=augment, seed=seed, device=device, **fast, **kwargs)
@@ -369,7 +438,7 @@ def make_dls(train:ImageArrays, test:ImageArrays, bs:int=128, augment:str=None, 
     return dls
 
 # %% ../nbs/01_data.ipynb #6c431631
-DATASETS = ['digits', 'cifar10', 'svhn']
+DATASETS = ['digits', 'cifar10', 'svhn', 'fashion-mnist']
 
 def _take(data:ImageArrays, subset, seed:int, what:str) -> ImageArrays:
     if subset is None: return data
@@ -386,6 +455,7 @@ def get_data(name:str='digits', root=None, size:int=None, subset=None, test_subs
     check_choice('dataset', name, DATASETS)
     if name == 'digits': train, test = load_digits(size or 32)
     elif name == 'cifar10': train, test = (load_cifar10(root, t, download, checksums) for t in (True, False))
+    elif name == 'fashion-mnist': train, test = (load_fashion_mnist(root, t, download, checksums) for t in (True, False))
     else: train, test = (load_svhn(root, s, download, checksums) for s in ('train', 'test'))
     train, test = _take(train, subset, seed, 'subset'), _take(test, test_subset, seed, 'test_subset')
     if size is not None: train, test = resize(train, size), resize(test, size)

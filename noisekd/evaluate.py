@@ -20,7 +20,8 @@ __all__ = ['EVALS', 'PAPER_EVALS', 'RECORD_COLS', 'check_evals', 'corruption_set
 EVALS = ['clean', 'ood', 'corruptions', 'pgd20', 'pgd_steps', 'pgd_eps']
 PAPER_EVALS = {'cifar10': ('clean', 'ood', 'corruptions', 'pgd_steps', 'pgd_eps'),
                'svhn': ('clean', 'pgd_steps', 'pgd_eps'),
-               'digits': ('clean', 'corruptions', 'pgd_steps', 'pgd_eps')}
+               'digits': ('clean', 'corruptions', 'pgd_steps', 'pgd_eps'),
+               'fashion-mnist': ('clean', 'corruptions', 'pgd_steps', 'pgd_eps')}
 RECORD_COLS = ['eval', 'metric', 'value', 'eval_set', 'steps', 'eps_255', 'corruption', 'n']
 
 def _rec(eval, metric, value, eval_set, n, **kw): return dict(dict.fromkeys(RECORD_COLS), eval=eval, metric=metric, value=float(value), eval_set=eval_set, n=int(n), **kw)

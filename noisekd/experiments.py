@@ -27,11 +27,13 @@ class Scale:
     teacher_arch: str = 'wrn_40_2'   # the paper's teacher
     student_arch: str = 'wrn_16_2'   # the paper's student
     epoch_scale: float = 1.          # multiplies every schedule's epochs (milestones stay proportional)
+    teacher_epoch_scale: float = None # the teachers' epoch multiplier (None: `epoch_scale`); short runs need longer teachers
     size: int = None                 # image size (None: the dataset's own)
     subset: float = None             # training images (count or fraction; None: all)
     test_subset: int = None          # test images (None: all)
     bs: int = 128                    # batch size
     seeds: int = 5                   # seeds per configuration
+    teacher_seeds: int = None        # teacher seeds per configuration, the best kept (None: `seeds`)
     # grids of the paper (Tables 1-5, Figs 2-5)
     ft_ps: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
     ft_p_addon: float = 0.4          # the Fickle Teacher of Table 2's +FT
@@ -58,6 +60,11 @@ SCALES = {
                   ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2), sigmas_attack=(0.05, 0.2),
                   mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_n=200, pgd_restarts=2,
                   pgd_steps=(1, 5, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=200),
+    # Fashion-MNIST on two CPU cores, designed to test the paper's claims (see "The CPU scale" below)
+    'cpu': Scale('cpu', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.04, teacher_epoch_scale=0.1, size=16, subset=5000, bs=128, seeds=3,
+                 teacher_seeds=1, ft_ps=(0.1, 0.3), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2),
+                 sigmas_attack=(0.05, 0.2), mc_rates=(0., 0.1, 0.25), label_noises=(0., 0.25, 0.5), pgd_n=300, pgd_restarts=2,
+                 pgd_steps=(1, 5, 10, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=1000),
     'tiny': Scale('tiny', 'wrn_10_1', 'wrn_10_1', epoch_scale=0.005, size=8, subset=64, test_subset=32, bs=32, seeds=2,
                   ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.1,), sigmas_attack=(0.1,),
                   mc_rates=(0., 0.5), label_noises=(0., 0.5), pgd_n=16, pgd_restarts=2, pgd_steps=(1, 3),
@@ -111,7 +118,7 @@ class Run:
 TABLES = ['table1', 'table2', 'table3', 'table4', 'table5', 'fig2', 'fig3', 'fig4']
 
 def _ood(dataset): return ('ood',) if dataset == 'cifar10' else ()
-def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits') else ()
+def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits', 'fashion-mnist') else ()
 
 def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
          dataset:str='digits', # 'digits', 'cifar10' or 'svhn'
@@ -126,6 +133,7 @@ def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
     if table == 'all': tables = TABLES
     else: tables = [check_choice('table', table, TABLES + ['all'])]
     seeds_t = tuple(range(int(seeds)))
+    seeds_T = tuple(range(S.teacher_seeds or int(seeds)))   # teacher seeds: the best of them teaches
     students = {}          # (config-defining fields) -> set of evals
     def student(method, evals, p=0., sigma=None, rate=None, c=0.):
         key = (method, p if method != 'baseline' and method != 'ga' else 0., sigma, rate, c)
@@ -156,12 +164,12 @@ def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
     for (method, p, sigma, rate, c), evals in students.items():
         if 'pgd_steps' in evals and 20 in S.pgd_steps: evals.discard('pgd20')   # the steps sweep measures PGD-20 too
         for s in seeds_t:
-            run = Run('student', dataset, S.name, s, method, sigma, rate, c, p, seeds_t, tuple(e for e in EVALS if e in evals))
+            run = Run('student', dataset, S.name, s, method, sigma, rate, c, p, seeds_T, tuple(e for e in EVALS if e in evals))
             runs_s.append(run if run.needs_teacher else replace(run, p=0., seeds=()))
     sel = {r.teacher_select() for r in runs_s if r.needs_teacher}
-    if 'fig4' in tables: sel |= {Run('select', dataset, S.name, p=0., label_noise=c, seeds=seeds_t) for c in S.label_noises}
+    if 'fig4' in tables: sel |= {Run('select', dataset, S.name, p=0., label_noise=c, seeds=seeds_T) for c in S.label_noises}
     sel = sorted(sel, key=lambda r: (r.label_noise, r.p))
-    runs_t = [Run('teacher', dataset, S.name, s, p=r.p, label_noise=r.label_noise) for r in sel for s in seeds_t]
+    runs_t = [Run('teacher', dataset, S.name, s, p=r.p, label_noise=r.label_noise) for r in sel for s in seeds_T]
     return runs_t + sel + runs_s
 
 # %% ../nbs/08_experiments.ipynb #4f003324
@@ -255,7 +263,7 @@ def run_teacher(out, dataset='digits', seed=0, p=0., label_noise=0., scale='full
     "Train one teacher seed (resuming if cut off) and evaluate it; returns its records."
     from noisekd.train import train_model, load_model
     c = teacher_config(out, dataset, seed, p, label_noise, scale, arch, root, device); S, out = get_scale(scale), c['out']
-    rec = train_model(out, dataset, c['arch'], drop=c['p'], seed=c['seed'], scale=S.epoch_scale, bs=S.bs, size=S.size,
+    rec = train_model(out, dataset, c['arch'], drop=c['p'], seed=c['seed'], scale=S.teacher_epoch_scale or S.epoch_scale, bs=S.bs, size=S.size,
                       subset=S.subset, test_subset=S.test_subset, label_noise=c['label_noise'], root=root, device=device, progress=progress)
     ev = _run_evals(out, load_model(out, device=default_device(device)), dataset, ('clean',) + (('ood',) if dataset == 'cifar10' else ()),
                     S, root, progress)

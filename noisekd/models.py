@@ -73,11 +73,12 @@ def wrn_16_2(n_classes:int=10, drop:float=0., **kw): "The paper's student, WRN-1
 def get_model(arch:str, # 'wrn_<depth>_<k>', e.g. 'wrn_40_2'
               n_classes:int=10, # outputs of the classifier
               drop:float=0., # dropout p in every block (> 0 for a Fickle Teacher)
+              in_ch:int=3, # image channels (1 for grey images such as Fashion-MNIST)
              ) -> WideResNet:
     "A Wide ResNet by name, `wrn_<depth>_<k>`: e.g. `wrn_40_2`, `wrn_16_2`, `wrn_10_1`."
     m = re.fullmatch(r'wrn[_-](\d+)[_-](\d+)', str(arch))
     check(m is not None, f"Unknown architecture {arch!r}: use 'wrn_<depth>_<k>' with depth = 6n+4, e.g. 'wrn_40_2' (teacher) or 'wrn_16_2' (student).")
-    return WideResNet(int(m[1]), int(m[2]), n_classes, drop)
+    return WideResNet(int(m[1]), int(m[2]), n_classes, drop, in_ch=in_ch)
 
 # %% ../nbs/02_models.ipynb #afbd16c2
 def feature_modules(m:nn.Module) -> list:

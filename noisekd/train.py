@@ -191,7 +191,7 @@ def load_model(path, expect:dict=None, device='cpu') -> WideResNet:
     meta = json.loads(ck['meta'])
     for k, v in (expect or {}).items():
         check(meta.get(k) == v, f"The model in {f} has {k}={meta.get(k)!r}, but {v!r} was asked for. Use a model trained for {k}={v!r}.")
-    m = get_model(meta['arch'], meta['n_classes'], meta.get('drop', 0.))
+    m = get_model(meta['arch'], meta['n_classes'], meta.get('drop', 0.), meta.get('in_ch', 3))
     try: m.load_state_dict(ck['model'])
     except RuntimeError as e: raise NoisekdError(f"The weights in {f} do not fit a {meta['arch']}: {str(e)[:300]}") from None
     m.meta = meta
@@ -324,13 +324,13 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
     if isinstance(teacher, (str, Path)): teacher = load_model(teacher, device=device)
     train, test = get_data(dataset, root, size, subset, test_subset, label_noise, seed=seed)
     dls = make_dls(train, test, bs=bs, device=device, seed=seed, resident=fast.resident, channels_last=fast.channels_last)
-    meta.update(n_classes=train.c, classes=train.classes, size=int(train.x.shape[-1]))
+    meta.update(n_classes=train.c, classes=train.classes, size=int(train.x.shape[-1]), in_ch=int(train.x.shape[1]))
     tm = getattr(teacher, 'meta', None) or {}
     for k in ('dataset', 'size'):
         check(k not in tm or tm[k] == meta[k], f"The teacher was trained with {k}={tm.get(k)!r}, but this run has {k}={meta[k]!r}. "
                                                f"Distill from a teacher trained on the same data at the same image size.")
     cbs = method_callbacks(method, teacher=teacher, n_classes=train.c, **(params or {})) + list(extra_cbs or [])
-    model = get_model(arch, train.c, drop).to(device)
+    model = get_model(arch, train.c, drop, meta['in_ch']).to(device)
     learn = make_learner(dls, model, cbs, mom, wd, fast=fast)
     return fit_run(learn, out, E, M, lr, meta=meta, progress=progress)
 
