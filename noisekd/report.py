@@ -12,8 +12,9 @@ import numpy as np, pandas as pd
 from .core import *
 
 # %% auto #0
-__all__ = ['KEYS', 'collect', 'summarize', 'paper_results', 'compare', 'claims', 'fig_pgd_sigma', 'fig_pgd_sweep',
-           'fig_corruptions', 'fig_label_noise', 'md_table', 'write_report']
+__all__ = ['KEYS', 'ALPHA', 'POWER', 'collect', 'summarize', 'paper_results', 'compare', 'welch', 'verdict', 'confounded',
+           'claim_points', 'claims', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep', 'fig_corruptions', 'fig_label_noise',
+           'md_table', 'write_report']
 
 # %% ../nbs/09_report.ipynb #6c0a344a
 KEYS = ['dataset', 'scale', 'kind', 'method', 'p', 'sigma', 'rate', 'label_noise', 'metric', 'corruption']
@@ -26,9 +27,10 @@ def collect(runs_dir) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 def summarize(records:pd.DataFrame) -> pd.DataFrame:
-    "Mean, standard deviation (n−1) and number of seeds of every metric, per configuration."
-    r = records[records['kind'].isin(['student', 'select'])].copy()
-    r.loc[r['kind'] == 'select', 'kind'] = 'teacher'
+    "Mean, standard deviation (n−1) and number of seeds of every metric, per configuration (teachers: `teacher_*`)."
+    seeds = (records['kind'] == 'teacher') & (records['metric'] == 'clean_acc_last_epoch')   # each teacher seed
+    r = records[records['kind'].isin(['student', 'select']) | seeds].copy()
+    r.loc[seeds, 'metric'] = 'teacher_seed_acc'; r.loc[r['kind'] == 'select', 'kind'] = 'teacher'
     keys = [k for k in KEYS if k in r.columns]
     g = r.groupby([r[k].fillna(-1) if k not in ('dataset', 'scale', 'kind', 'method', 'metric', 'corruption') else r[k].astype(object).fillna('')
                    for k in keys], dropna=False)['value']
@@ -100,74 +102,177 @@ def compare(summary:pd.DataFrame, # from `summarize`
     out.attrs.update(paper_dataset=ref, same_dataset=same)
     return out.reset_index(drop=True)
 
+# %% ../nbs/09_report.ipynb #1736e444
+ALPHA, POWER = 0.05, 0.8   # two-sided 95 % tests; the detectable difference is for 80 % power
+
+def welch(a, # one arm: (mean, sd, seeds)
+          b, # the other arm: (mean, sd, seeds); a constant threshold is (value, 0, math.inf)
+          alpha:float=ALPHA, # two-sided level: the interval is 1 - alpha
+          power:float=POWER, # the power at which `mdd` is detected
+         ) -> dict:
+    "Welch's comparison of a and b from their seeds: Δ = mean_a - mean_b, its interval, p-value and smallest detectable Δ."
+    from scipy import stats
+    (ma, sa, na), (mb, sb, nb) = a, b
+    r = dict(delta=ma - mb, n_a=na, n_b=nb, se=np.nan, df=np.nan, lo=np.nan, hi=np.nan, p=np.nan, mdd=np.nan)
+    if min(na, nb) < 2: return r                       # one seed: its seed noise is unknown, nothing can be tested
+    va, vb = sa**2 / na, sb**2 / nb; se = math.sqrt(va + vb)
+    df = (va + vb)**2 / (va**2 / (na - 1) + vb**2 / (nb - 1)) if se > 0 else math.inf   # Welch–Satterthwaite
+    tq = stats.t.ppf(1 - alpha / 2, df)
+    p = 2 * stats.t.sf(abs(r['delta']) / se, df) if se > 0 else float(r['delta'] == 0)
+    return dict(r, se=se, df=df, lo=r['delta'] - tq * se, hi=r['delta'] + tq * se, p=p, mdd=(tq + stats.t.ppf(power, df)) * se)
+
+def verdict(w:dict # from `welch`
+           ) -> str:
+    "'supported' when the interval of Δ lies above 0, 'contradicted' below 0, else 'inconclusive'."
+    return 'supported' if w['lo'] > 0 else 'contradicted' if w['hi'] < 0 else 'inconclusive'   # NaN (one seed): inconclusive
+
+def confounded(ta, # teacher of arm a: (accuracy, seed sd, seeds), or None (no teacher)
+               tb, # teacher of arm b, the same
+               one_seed:float=1., # the tolerance (points) when a side has a single teacher seed
+              ) -> bool:
+    "Whether two arms' teachers differ in accuracy by more than their seed noise √(sd_a² + sd_b²) (or `one_seed` points)."
+    if ta is None or tb is None: return False
+    tol = math.hypot(ta[1], tb[1]) if min(ta[2], tb[2]) >= 2 else one_seed
+    return abs(ta[0] - tb[0]) > tol
+
+
 # %% ../nbs/09_report.ipynb #6c794b79
-def _stat(s, dataset, method, metric, **k):
-    q = s[(s.dataset == dataset) & (s.method == method) & (s.metric == metric) & (s.corruption.astype(object).fillna('') == '')]
-    k.setdefault('label_noise', 0.)
+def _match(q, k):
+    k = {'label_noise': 0., **k}
     for c in ('p', 'sigma', 'rate', 'label_noise'):
         v = k.get(c)
-        q = q[q[c].isna()] if v is None else q[np.isclose(q[c].astype(float), v)]
+        if v == 'best': q = q[q[c].astype(float) > 0]
+        else: q = q[q[c].isna()] if v is None else q[np.isclose(q[c].astype(float), v)]
+    return q
+
+def _pick(q, col, k):
+    "The row to use: the only one, or with rate='best' the best rate r > 0 (Messy Collaboration's best r)."
     if not len(q): return None
-    r = q.iloc[0]; return (float(r['mean']), 0. if pd.isna(r['std']) else float(r['std']), int(r['n']))
+    return q.loc[q[col].astype(float).idxmax()] if k.get('rate') == 'best' else q.iloc[0]
 
-def _verdict(a, b):
-    d = a[0] - b[0]; se = math.sqrt(a[1]**2 / a[2] + b[1]**2 / b[2])
-    return ('supported' if d > se else 'within noise' if d > 0 else 'not supported'), d, se
+def _stat(s, dataset, method, metric, **k):
+    "(mean, sd, seeds) of one measured configuration, or None."
+    q = s[(s.dataset == dataset) & (s.method == method) & (s.metric == metric) & (s.corruption.astype(object).fillna('') == '')]
+    r = _pick(_match(q, k), 'mean', k)
+    return None if r is None else (float(r['mean']), 0. if pd.isna(r['std']) else float(r['std']), int(r['n']))
 
-def _claim(rows, claim, source, pairs):
-    "Record a claim from (label, a, b) pairs, a expected above b."
-    pts = [(lbl, a, b) for lbl, a, b in pairs if a is not None and b is not None]
-    if not pts: rows.append(dict(claim=claim, source=source, status='not measured', evidence='')); return
-    vs = [(lbl, *_verdict(a, b), a, b) for lbl, a, b in pts]
-    n_sup = sum(v[1] == 'supported' for v in vs); n_pos = sum(v[1] != 'not supported' for v in vs)
-    status = ('supported' if n_sup == len(vs) else 'not supported' if n_pos == 0 else
-              'within noise' if n_pos == len(vs) else f'partly ({n_pos} of {len(vs)} in the paper\'s direction)')
-    ev = '; '.join(f"{lbl + ': ' if lbl else ''}{a[0]:.2f} vs {b[0]:.2f} (Δ {d:+.2f}, se {se:.2f})" for lbl, _, d, se, a, b in vs)
-    rows.append(dict(claim=claim, source=source, status=status, evidence=ev))
+def _paper_value(P, tables, method, metric, **k):
+    "The paper's number for the same configuration in `tables`."
+    q = P[P.table.isin(tables) & (P.method == method) & (P.metric == metric)]
+    m = _match(q, k)
+    if not len(m) and k.get('p') is not None and q.p.nunique() == 1:   # the paper ran one p only (Table 2's +FT: 0.4)
+        m = _match(q, {**k, 'p': float(q.p.dropna().iloc[0])})
+    r = _pick(m, 'value', k)
+    return np.nan if r is None else float(r['value'])
 
-def claims(summary:pd.DataFrame, # from `summarize`
-           dataset:str, # the dataset the runs trained on
-          ) -> pd.DataFrame:
-    "The paper's claims, checked on the measured means for `dataset`."
-    s, D, rows = summary, dataset, []
-    g = lambda m, metric='clean_acc', **k: _stat(s, D, m, metric, **k)
+_NO_TEACHER = {'baseline', 'ga', 'teacher'}
+
+def _pm(m, s): return '' if pd.isna(m) else f'{m:.2f}' + ('' if pd.isna(s) else f' ± {s:.2f}')
+
+def _teacher(s, dataset, method, metric, p=None, label_noise=0., **k):
+    "(accuracy, seed sd, seeds) of the teacher an arm distils from: the selected teacher, the spread of its configuration's seeds."
+    if method in _NO_TEACHER or p is None: return None
+    sel = _stat(s, dataset, 'teacher', 'teacher_clean_acc', p=p, label_noise=label_noise)
+    seeds = _stat(s, dataset, 'teacher', 'teacher_seed_acc', p=p, label_noise=label_noise)
+    if sel is None and seeds is None: return None
+    return ((sel or seeds)[0], seeds[1] if seeds else np.nan, seeds[2] if seeds else 1)
+
+def _n(n): return '–' if math.isinf(n) else f'{int(n)}'
+
+def _evidence(r) -> str:
+    e = f"{r['point'] + ': ' if r['point'] else ''}{r['mean_a']:.2f} vs {r['mean_b']:.2f}, Δ {r['delta']:+.2f} "
+    e += (f"(seeds {_n(r['n_a'])}/{_n(r['n_b'])}: one seed, no noise estimate, no test)" if np.isnan(r['lo']) else
+          f"(95 % CI {r['lo']:+.2f} … {r['hi']:+.2f}, seeds {_n(r['n_a'])}/{_n(r['n_b'])}, detectable {r['mdd']:.2f})")
+    if not np.isnan(r['paper_delta']): e += f", paper Δ {r['paper_delta']:+.2f}"
+    if not (np.isnan(r['teacher_a']) or np.isnan(r['teacher_b'])):
+        e += f", teachers {r['teacher_a']:.2f} vs {r['teacher_b']:.2f}" + (' (confounded)' if r['confounded'] else '')
+    return e
+
+def claim_points(summary:pd.DataFrame, # from `summarize`
+                 dataset:str, # the dataset the runs trained on
+                ) -> pd.DataFrame:
+    "Every comparison behind the paper's claims for `dataset`: the two arms, Welch's test, the verdict, the paper's Δ and the teachers."
+    s, D, P, rows = summary, dataset, paper_results(), []
+    Dp = D if D in set(P.dataset) else 'cifar10'
+    A = lambda m, metric='clean_acc', **k: dict(method=m, metric=metric, **k)
+    def claim(text, source, tables, pairs):
+        "Pairs (point label, arm a, arm b): the paper says a is above b."
+        n0 = len(rows)
+        for lbl, a, b in pairs:
+            sa, sb = (x if isinstance(x, tuple) else _stat(s, D, **x) for x in (a, b))
+            if sa is None or sb is None: continue
+            w = welch(sa, sb)
+            pa, pb = (np.nan if isinstance(x, tuple) else _paper_value(P[P.dataset == Dp], tables, **x) for x in (a, b))
+            if isinstance(a, tuple): pa = a[0]
+            ta, tb = (None if isinstance(x, tuple) else _teacher(s, D, **x) for x in (a, b))
+            rows.append(dict(claim=text, source=source, point=lbl, mean_a=sa[0], sd_a=sa[1], mean_b=sb[0], sd_b=sb[1], **w,
+                             verdict=verdict(w), paper_delta=pa - pb, teacher_a=ta[0] if ta else np.nan,
+                             teacher_b=tb[0] if tb else np.nan, confounded=confounded(ta, tb)))
+        if len(rows) == n0: rows.append(dict(claim=text, source=source, point='', verdict='not measured'))
     ps = sorted(s.loc[(s.dataset == D) & (s.method == 'ft'), 'p'].dropna().unique())
     sig = lambda m: sorted(s.loc[(s.dataset == D) & (s.method == m), 'sigma'].dropna().unique())
     sigmas = [x for x in sig('sr') if x in sig('ga')]
     cs = sorted(s.loc[(s.dataset == D) & (s.method == 'baseline'), 'label_noise'].dropna().unique())
-    _claim(rows, 'Hinton KD beats the student trained alone (test accuracy)', 'Table 1', [('', g('hinton', p=0., label_noise=0.), g('baseline', label_noise=0.))])
-    _claim(rows, 'A Fickle Teacher beats Hinton KD (test accuracy)', 'Table 1, §4.1', [(f'FT-{p:g}', g('ft', p=p, label_noise=0.), g('hinton', p=0., label_noise=0.)) for p in ps])
-    _claim(rows, 'A Fickle Teacher beats Hinton KD (CINIC-10 OOD accuracy)', 'Table 1', [(f'FT-{p:g}', g('ft', 'ood_cinic_acc', p=p, label_noise=0.), g('hinton', 'ood_cinic_acc', p=0., label_noise=0.)) for p in ps])
-    _claim(rows, 'A Fickle Teacher beats Hinton KD (mCA)', 'Table 1', [(f'FT-{p:g}', g('ft', 'mca', p=p, label_noise=0.), g('hinton', 'mca', p=0., label_noise=0.)) for p in ps])
+    H = lambda metric='clean_acc', c=0.: A('hinton', metric, p=0., label_noise=c)
+    claim('Hinton KD beats the student trained alone (test accuracy)', 'Table 1', ['table1'], [('', H(), A('baseline'))])
+    for metric, what in (('clean_acc', 'test accuracy'), ('ood_cinic_acc', 'CINIC-10 OOD accuracy'), ('mca', 'mCA')):
+        claim(f'A Fickle Teacher beats Hinton KD ({what})', 'Table 1' + (', §4.1' if metric == 'clean_acc' else ''), ['table1'],
+              [(f'FT-{p:g}', A('ft', metric, p=p), H(metric)) for p in ps])
     feats = [f for f in ('at', 'sp', 'rkd-d', 'rkd-a', 'rkd-da') if not s[(s.dataset == D) & (s.method == f + '+ft')].empty]
-    fp = lambda f: s.loc[(s.dataset == D) & (s.method == f + '+ft'), 'p'].dropna()
-    _claim(rows, 'Fickle Teacher on top of feature KD (+FT) beats Hinton on top (+H) (test accuracy)', 'Table 2',
-           [(f.upper(), g(f + '+ft', p=float(fp(f).iloc[0]), label_noise=0.), g(f + '+h', p=0., label_noise=0.)) for f in feats])
-    _claim(rows, 'SR beats GA in test accuracy at every σ', 'Table 3', [(f'σ={x:g}', g('sr', sigma=x, p=0.), g('ga', sigma=x)) for x in sigmas])
-    _claim(rows, 'SR is more robust than GA to PGD-20 (ε = 8/255) at every σ', 'Fig. 2, Table 4',
-           [(f'σ={x:g}', g('sr', 'pgd20_acc', sigma=x, p=0.), g('ga', 'pgd20_acc', sigma=x)) for x in sigmas])
-    # no gradient masking: accuracy at the largest ε is ~0
-    eps = s[(s.dataset == D) & s.metric.str.match(r'^pgd20_eps[\d.]+_acc$')]
+    fp = lambda f: float(s.loc[(s.dataset == D) & (s.method == f + '+ft'), 'p'].dropna().iloc[0])
+    claim('Fickle Teacher on top of feature KD (+FT) beats Hinton on top (+H) (test accuracy)', 'Table 2', ['table2'],
+          [(f.upper(), A(f + '+ft', p=fp(f)), A(f + '+h', p=0.)) for f in feats])
+    claim('SR beats GA in test accuracy at every σ', 'Table 3', ['table3'],
+          [(f'σ={x:g}', A('sr', sigma=x, p=0.), A('ga', sigma=x)) for x in sigmas])
+    claim('SR is more robust than GA to PGD-20 (ε = 8/255) at every σ', 'Fig. 2, Table 4', ['table4'],
+          [(f'σ={x:g}', A('sr', 'pgd20_acc', sigma=x, p=0.), A('ga', 'pgd20_acc', sigma=x)) for x in sigmas])
+    # no gradient masking: at the largest ε even the most robust model is below 5 %
+    eps = s[(s.dataset == D) & s.metric.str.match(r'^pgd20_eps[\d.]+_acc$') & (s.corruption.astype(object).fillna('') == '')]
+    pts = []
     if len(eps):
-        k = eps.metric.str.extract(r'eps([\d.]+)_')[0].astype(float); top = eps[k == k.max()]
-        worst = top['mean'].max()
-        rows.append(dict(claim='PGD-20 accuracy goes to ~0 as ε grows (no gradient masking)', source='Table 5',
-                         status='supported' if worst < 5 else 'not supported',
-                         evidence=f"at ε = {k.max():g}/255 the most robust model keeps {worst:.2f}% (supported below 5%)"))
-    else: rows.append(dict(claim='PGD-20 accuracy goes to ~0 as ε grows (no gradient masking)', source='Table 5', status='not measured', evidence=''))
-    _claim(rows, 'SR improves mCA over Hinton KD', 'Fig. 3, §4.2', [(f'σ={x:g}', g('sr', 'mca', sigma=x, p=0.), g('hinton', 'mca', p=0., label_noise=0.)) for x in sig('sr')])
+        k = eps.metric.str.extract(r'eps([\d.]+)_')[0].astype(float); top = eps[k == k.max()]; r = top.loc[top['mean'].idxmax()]
+        pm = P[(P.dataset == Dp) & (P.metric == r.metric)].value
+        pts = [(f"ε = {k.max():g}/255, the most robust model ({r.method}{'' if pd.isna(r.sigma) else f' σ={r.sigma:g}'}) against 5 %",
+                (5., 0., math.inf), (float(r['mean']), 0. if pd.isna(r['std']) else float(r['std']), int(r['n'])))]
+    claim('PGD-20 accuracy goes to ~0 as ε grows (no gradient masking)', 'Table 5', ['table5'], pts)
+    if pts and len(pm): rows[-1]['paper_delta'] = 5. - pm.max()
+    claim('SR improves mCA over Hinton KD', 'Fig. 3, §4.2', ['table3'], [(f'σ={x:g}', A('sr', 'mca', sigma=x, p=0.), H('mca')) for x in sig('sr')])
     noisy = [c for c in cs if c > 0]
-    _claim(rows, 'Under label corruption, KD (r = 0) beats the student trained alone', 'Fig. 4',
-           [(f'c={c:g}', g('hinton', p=0., label_noise=c), g('baseline', label_noise=c)) for c in noisy])
-    _claim(rows, 'Under label corruption, KD (r = 0) even beats its teacher', 'Fig. 4, §4.3',
-           [(f'c={c:g}', g('hinton', p=0., label_noise=c), g('teacher', 'teacher_clean_acc', p=0., label_noise=c)) for c in noisy])
-    def best_mc(c):
-        rs = s.loc[(s.dataset == D) & (s.method == 'mc') & np.isclose(s.label_noise.astype(float), c), 'rate'].dropna().unique()
-        st = [g('mc', rate=r, p=0., label_noise=c) for r in rs]; st = [x for x in st if x]
-        return max(st, key=lambda x: x[0]) if st else None
-    _claim(rows, 'Messy Collaboration (best r > 0) beats vanilla KD under label corruption', 'Fig. 4, §4.3',
-           [(f'c={c:g}', best_mc(c), g('hinton', p=0., label_noise=c)) for c in noisy])
+    claim('Under label corruption, KD (r = 0) beats the student trained alone', 'Fig. 4', ['fig4'],
+          [(f'c={c:g}', H(c=c), A('baseline', label_noise=c)) for c in noisy])
+    claim('Under label corruption, KD (r = 0) even beats its teacher', 'Fig. 4, §4.3', ['fig4'],
+          [(f'c={c:g}', H(c=c), A('teacher', 'teacher_clean_acc', p=0., label_noise=c)) for c in noisy])
+    claim('Messy Collaboration (best r > 0) beats vanilla KD under label corruption', 'Fig. 4, §4.3', ['fig4'],
+          [(f'c={c:g}', A('mc', rate='best', p=0., label_noise=c), H(c=c)) for c in noisy])
     return pd.DataFrame(rows)
+
+def claims(summary:pd.DataFrame, # from `summarize`
+           dataset:str, # the dataset the runs trained on
+          ) -> pd.DataFrame:
+    "The paper's claims for `dataset`, one row each: supported or contradicted when every comparison is, else inconclusive."
+    pts, rows = claim_points(summary, dataset), []
+    for (text, source), g in pts.groupby(['claim', 'source'], sort=False):
+        v = set(g.verdict); status = v.pop() if len(v) == 1 else 'inconclusive'
+        many = len(g) > 1
+        ev = [(f"[{r['verdict']}] " if many else '') + _evidence(r) for _, r in g.iterrows()] if status != 'not measured' else []
+        if many: ev.insert(0, ', '.join(f'{n} {k}' for k, n in g.verdict.value_counts().items()) + f' of {len(g)} comparisons')
+        conf = [p or 'yes' for p, c in zip(g.point, g.confounded.fillna(False)) if c]
+        rows.append(dict(claim=text, source=source, status=status, confounded=', '.join(conf), evidence='; '.join(ev)))
+    return pd.DataFrame(rows, columns=['claim', 'source', 'status', 'confounded', 'evidence'])
+
+def teachers(summary:pd.DataFrame, # from `summarize`
+             dataset:str, # the dataset the runs trained on
+            ) -> pd.DataFrame:
+    "Every teacher configuration side by side: its seeds' last-epoch accuracy (mean ± sd) and the selected teacher's."
+    s = summary[(summary.dataset == dataset) & (summary.method == 'teacher')]
+    rows = []
+    for (p, c), g in s.groupby([s.p.fillna(0.), s.label_noise.fillna(0.)]):
+        seeds, sel = g[g.metric == 'teacher_seed_acc'], g[g.metric == 'teacher_clean_acc']
+        rows.append(dict(p=p, c=c, seeds=int(seeds['n'].iloc[0]) if len(seeds) else np.nan,
+                         seed_acc=_pm(seeds['mean'].iloc[0], seeds['std'].iloc[0]) if len(seeds) else '',
+                         selected=float(sel['mean'].iloc[0]) if len(sel) else np.nan))
+    return pd.DataFrame(rows, columns=['p', 'c', 'seeds', 'seed_acc', 'selected'])
+
 
 # %% ../nbs/09_report.ipynb #94d0b5dd
 def _errline(ax, x, m, sd, label, **kw):
@@ -258,8 +363,6 @@ def md_table(df:pd.DataFrame, floatfmt='{:.2f}') -> str:
     lines += ['| ' + ' | '.join(f(v).replace('|', '\\|') for v in r) + ' |' for r in df.itertuples(index=False)]
     return '\n'.join(lines)
 
-def _pm(m, s): return '' if pd.isna(m) else f'{m:.2f}' + ('' if pd.isna(s) else f' ± {s:.2f}')
-
 def _table_view(c:pd.DataFrame) -> pd.DataFrame:
     same = c.attrs.get('same_dataset', False)
     v = pd.DataFrame({'row': c['row'], 'σ': c['sigma'], 'r': c['rate'], 'c': c['label_noise'], 'metric': c['metric'],
@@ -271,6 +374,14 @@ def _table_view(c:pd.DataFrame) -> pd.DataFrame:
 _FIGS = [('fig2_pgd20_vs_sigma', fig_pgd_sigma, {}), ('table4_pgd_vs_steps', fig_pgd_sweep, dict(x='steps')),
          ('table5_pgd_vs_eps', fig_pgd_sweep, dict(x='eps')), ('fig3_per_corruption', fig_corruptions, {}),
          ('fig4_label_noise_test', fig_label_noise, {}), ('fig5_label_noise_cinic', fig_label_noise, dict(metric='ood_cinic_acc'))]
+
+_CLAIM_COLS = ['claim', 'source', 'status', 'confounded', 'evidence']
+_VERDICTS = ("Welch's t-test over seeds, a above b: supported / contradicted when the 95 % interval of Δ lies above / below 0, "
+             "inconclusive otherwise (and with one seed on a side: no test). 'detectable' is the smallest Δ these seeds would "
+             "detect (95 %, two-sided, 80 % power); 'paper Δ' the paper's own difference. A comparison is confounded when its "
+             "arms' teachers differ by more than their seed noise (1 point with one seed).")
+_TEACHERS = ("Each teacher configuration (dropout p, label corruption c): its seeds' last-epoch test accuracy and the "
+             "selected teacher's, which the students distill from.")
 
 def write_report(runs_dir, # the runs folder to collect records from
                  out=None, # where the report goes (None: runs_dir/report)
@@ -284,7 +395,7 @@ def write_report(runs_dir, # the runs folder to collect records from
     atomic_write(out/'records.csv', rec.to_csv(index=False)); atomic_write(out/'summary.csv', summ.to_csv(index=False))
     md = [f"# noisekd report\n\n{rec['run'].nunique()} runs, {len(rec)} records, from `{runs_dir.resolve()}`.\n"]
     htm = [f"<h1>noisekd report</h1><p>{rec['run'].nunique()} runs, {len(rec)} records, from <code>{html.escape(str(runs_dir.resolve()))}</code>.</p>"]
-    figs, tables, all_claims = [], {}, []
+    figs, tables, all_claims, all_points = [], {}, [], []
     for (ds, sc), _ in summ.groupby(['dataset', 'scale']):
         sub = summ[(summ.dataset == ds) & (summ.scale == sc)]
         md.append(f"\n## {ds}, scale `{sc}`\n"); htm.append(f"<h2>{html.escape(ds)}, scale {html.escape(sc)}</h2>")
@@ -293,8 +404,13 @@ def write_report(runs_dir, # the runs folder to collect records from
                     "can test is the paper's *claims* (which method beats which), below.")
             md.append(note + '\n'); htm.append(f"<p>{note}</p>")
         cl = claims(sub, ds).assign(dataset=ds, scale=sc); all_claims.append(cl)
-        md += ["\n### The paper's claims\n", md_table(cl[['claim', 'source', 'status', 'evidence']]), '']
-        htm += ["<h3>The paper's claims</h3>", cl[['claim', 'source', 'status', 'evidence']].to_html(index=False)]
+        all_points.append(claim_points(sub, ds).assign(dataset=ds, scale=sc))
+        md += ["\n### The paper's claims\n", _VERDICTS + '\n', md_table(cl[_CLAIM_COLS]), '']
+        htm += ["<h3>The paper's claims</h3>", f"<p>{html.escape(_VERDICTS)}</p>", cl[_CLAIM_COLS].to_html(index=False)]
+        tt = teachers(sub, ds)
+        if len(tt):
+            md += ["\n### Teachers\n", _TEACHERS + '\n', md_table(tt), '']
+            htm += ["<h3>Teachers</h3>", f"<p>{html.escape(_TEACHERS)}</p>", tt.to_html(index=False, na_rep='')]
         for t in ('table1', 'table2', 'table3', 'table4', 'table5', 'fig4', 'fig5'):
             c = compare(sub, t, ds, sc)
             if not len(c): continue
@@ -308,6 +424,7 @@ def write_report(runs_dir, # the runs folder to collect records from
             f = out/'figures'/f'{sc}_{ds}_{name}.png'; fig.tight_layout(); fig.savefig(f, dpi=110); plt.close(fig)
             figs.append(f); md.append(f"![{name}](figures/{f.name})\n"); htm.append(f'<p><img src="figures/{f.name}" alt="{name}"></p>')
     cl = pd.concat(all_claims, ignore_index=True); atomic_write(out/'claims.csv', cl.to_csv(index=False))
+    atomic_write(out/'claim_points.csv', pd.concat(all_points, ignore_index=True).to_csv(index=False))
     atomic_write(out/'report.md', '\n'.join(md) + '\n')
     style = '<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}</style>'
     atomic_write(out/'report.html', f"<!doctype html><html><head><meta charset='utf-8'><title>noisekd report</title>{style}</head><body>{''.join(htm)}</body></html>\n")

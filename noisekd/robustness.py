@@ -6,7 +6,7 @@ Docs: https://noisekd.github.io/noisekd/robustness.html.md"""
 
 # %% ../nbs/06_robustness.ipynb #7d2f7106
 from __future__ import annotations
-import io, os, math, warnings
+import io, os, math, warnings, functools
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn
 from scipy import ndimage as ndi
@@ -17,8 +17,8 @@ from .models import eval_mode
 from .attacks import to_unit
 
 # %% auto #0
-__all__ = ['CIFAR10C_PARAMS', 'GENERATED_CORRUPTIONS', 'corrupt', 'show_corruptions', 'write_corrupted_set', 'predict',
-           'corruption_accuracy', 'corruption_summary', 'mca', 'plot_corruptions', 'ood_accuracy']
+__all__ = ['CIFAR10C_PARAMS', 'GENERATED_CORRUPTIONS', 'frost_dir', 'corrupt', 'show_corruptions', 'write_corrupted_set',
+           'predict', 'corruption_accuracy', 'corruption_summary', 'mca', 'plot_corruptions', 'ood_accuracy']
 
 # %% ../nbs/06_robustness.ipynb #c6701648
 _ZOOM = lambda stop: np.arange(1, stop, 0.01)   # zoom_blur: the zoom factors averaged, as in CIFAR-10-C
@@ -33,7 +33,7 @@ CIFAR10C_PARAMS = dict(   # CIFAR-10-C's per-severity parameters (make_cifar_c.p
     zoom_blur=[1.06, 1.11, 1.16, 1.21, 1.26],                      # zooms np.arange(1, stop, 0.01) averaged
     snow=[(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
           (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],  # μ, σ, zoom, threshold, streak radius, σ, blend
-    frost=[(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],  # image, frost weights (not generated: no frost photos)
+    frost=[(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],  # image, frost weights
     fog=[(.2, 3), (.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],      # fog strength, fractal wibble decay
     brightness=[.05, .1, .15, .2, .3],                             # added to HSV value
     contrast=[.75, .5, .4, .3, 0.15],                              # factor on the deviation from the channel mean
@@ -262,6 +262,49 @@ def _spatter(x, c, rng, r):
     m[m < 0.8] = 0
     return x * (1 - m[..., None]) + m[..., None] * np.float32([63, 42, 20]) / 255
 
+# %% ../nbs/06_robustness.ipynb #db99f1e2
+_FROST_FILES = ['frost1.png', 'frost2.png', 'frost3.png', 'frost4.jpg', 'frost5.jpg', 'frost6.jpg']
+
+def frost_dir() -> Path:
+    "The folder of ImageNet-C's frost photographs inside the `imagecorruptions` package, found without importing it."
+    import importlib.util
+    spec = importlib.util.find_spec('imagecorruptions')       # locates the package; its code (and OpenCV) is not run
+    d = Path(list(spec.submodule_search_locations)[0])/'frost' if spec and spec.submodule_search_locations else None
+    if d is None or not all((d/f).is_file() for f in _FROST_FILES):
+        raise NoisekdError("The frost corruption blends images with ImageNet-C's photographs of frost, which noisekd takes "
+                           "from the imagecorruptions package: pip install imagecorruptions"
+                           + (f" (its folder {d} lacks them)." if d is not None else "."))
+    return d
+
+def _resize_linear(im, f):
+    "OpenCV's `resize(im, (0, 0), fx=f, fy=f)` (bilinear, half-pixel centres, no anti-aliasing) of a H×W×3 uint8 image."
+    def taps(n):
+        m = int(np.rint(n * f)); s = (np.arange(m) + 0.5) / f - 0.5
+        i = np.clip(np.floor(s).astype(int), 0, n - 1); w = np.where((s < 0) | (i >= n - 1), 0., s - i)
+        return i, np.minimum(i + 1, n - 1), w
+    (y0, y1, wy), (x0, x1, wx) = taps(im.shape[0]), taps(im.shape[1])
+    im = im.astype(np.float64); wy, wx = wy[:, None, None], wx[None, :, None]
+    rows = im[y0] * (1 - wy) + im[y1] * wy
+    return np.rint(rows[:, x0] * (1 - wx) + rows[:, x1] * wx).astype(np.uint8)
+
+@functools.lru_cache(maxsize=4)
+def _frost_photos(f):
+    "The frost photographs (RGB, the alpha channel dropped as OpenCV's `imread` does) resized by `f`."
+    d = frost_dir()
+    return [_resize_linear(np.asarray(Image.open(d/n).convert('RGB')), f) for n in _FROST_FILES]
+
+@_corruption
+def _frost(x, c, rng, r):
+    n, h, w = x.shape[:3]; photos = _frost_photos(0.2 * r)
+    out = np.empty(x.shape, np.float64)
+    for i in range(n):
+        fr = photos[rng.integers(5)]                          # randint(5): frost6 is never drawn, as in CIFAR-10-C
+        check(fr.shape[0] > h and fr.shape[1] > w, f"The frost photographs are too small for {h}×{w} images.")
+        a, b = rng.integers(0, fr.shape[0] - h), rng.integers(0, fr.shape[1] - w)
+        out[i] = c[0] * x[i] + c[1] * fr[a:a + h, b:b + w]
+    return np.uint8(np.clip(out, 0, 255))                     # as make_cifar_c.py stores it (truncating)
+
+
 # %% ../nbs/06_robustness.ipynb #ca2047cd
 def _rgb2hsv(x):
     "scikit-image's `rgb2hsv` on the last axis of `x` in [0, 1]."
@@ -328,7 +371,7 @@ def _jpeg(im, quality):
 def _jpeg_compression(x, c, rng, r): return _per_image(x, lambda im: _jpeg(im, c))
 
 # %% ../nbs/06_robustness.ipynb #c360f048
-GENERATED_CORRUPTIONS = [c for c in CIFAR10C_CORRUPTIONS if c in _FNS]   # all but frost (its photographs are not available)
+GENERATED_CORRUPTIONS = [c for c in CIFAR10C_CORRUPTIONS if c in _FNS]   # all 19, in CIFAR-10-C's order
 _CHUNK = 256
 
 def _as_nhwc(x) -> np.ndarray:
@@ -344,12 +387,7 @@ def _as_nhwc(x) -> np.ndarray:
     check(min(x.shape[1:3]) >= 8, f"Images must be at least 8×8 pixels, got {x.shape[1]}×{x.shape[2]}.")
     return np.ascontiguousarray(np.repeat(x, 3, -1) if x.shape[-1] == 1 else x)
 
-def _check_corruption(name):
-    if name == 'frost':
-        raise NoisekdError("The frost corruption cannot be generated: it blends images with six photographs of frost "
-                           "that ship only with the ImageNet-C repository. Use the official CIFAR-10-C for frost, or "
-                           f"leave it out; noisekd generates {', '.join(GENERATED_CORRUPTIONS)}.")
-    return check_choice('corruption', name, GENERATED_CORRUPTIONS)
+def _check_corruption(name): return check_choice('corruption', name, GENERATED_CORRUPTIONS)
 
 def _corrupt_chunks(x, name, severity, seed):
     "Yield (start, corrupted uint8 chunk) over `x` (N×H×W×3 uint8) in chunks of `_CHUNK` images."
@@ -492,7 +530,7 @@ def _list_corruptions(folder:Path, corruptions):
     corruptions = [corruptions] if isinstance(corruptions, str) else list(corruptions)
     for c in corruptions:
         check(c in have, f"No {c}.npy in {folder}; it has: {', '.join(sorted(have)) or 'none'}. "
-                         + ("(frost is never generated, only the official CIFAR-10-C has it.)" if c == 'frost' else ''))
+                        )
     return corruptions
 
 def corruption_accuracy(model:nn.Module, # classifier: images in [0, 1] to logits

@@ -16,13 +16,13 @@ def _images(size, n, seed=0):
 
 @pytest.mark.parametrize('size', [16, 32])
 def test_generate_round_trip(tmp_path, size, capsys):
-    "All 18 corruptions × 5 severities written in the official layout and read back by the data chapter's reader."
+    "All 19 corruptions × 5 severities written in the official layout and read back by the data chapter's reader."
     n = 8
     data = ImageArrays(_images(size, n), torch.arange(n) % 10, DIGIT_CLASSES, f'random{size}')
     t = time.time()
     root = write_corrupted_set(data, tmp_path/'c', seed=3, progress=False)
     took = time.time() - t
-    with capsys.disabled(): print(f'\n  generated {n} images {size}x{size} x 18 corruptions x 5 severities in {took:.1f}s')
+    with capsys.disabled(): print(f'\n  generated {n} images {size}x{size} x 19 corruptions x 5 severities in {took:.1f}s')
     assert took < 60, f'generation took {took:.1f}s'
     assert sorted(p.stem for p in root.glob('*.npy')) == sorted(GENERATED_CORRUPTIONS + ['labels'])
     assert np.load(root/'labels.npy').tolist() == np.tile(data.y.numpy(), 5).tolist()
@@ -36,6 +36,26 @@ def test_generate_round_trip(tmp_path, size, capsys):
             got = c.x.permute(0, 2, 3, 1).numpy()
             assert np.array_equal(got, corrupt(x_nhwc, name, s, seed=3)), (name, s)
             assert (got != x_nhwc).any(), (name, s)
+
+def test_frost_set_added_to_an_old_set(tmp_path):
+    "A set generated before frost existed (18 corruptions) gets frost.npy on the next write, so its mCA averages 19."
+    data = ImageArrays(_images(16, 4), torch.arange(4), DIGIT_CLASSES, 'random16')
+    root = write_corrupted_set(data, tmp_path/'c', [c for c in GENERATED_CORRUPTIONS if c in ('contrast', 'fog')], progress=False)
+    assert not (root/'frost.npy').exists()
+    write_corrupted_set(data, root, ['contrast', 'fog', 'frost'], progress=False)
+    assert np.array_equal(np.load(root/'frost.npy')[4:8], corrupt(data.x, 'frost', 2))
+
+def test_frost_without_imagecorruptions(monkeypatch):
+    "Without the package that holds the frost photographs: a clear error naming it, and the other corruptions still work."
+    import importlib.util, noisekd.robustness as R
+    R._frost_photos.cache_clear()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'imagecorruptions' else real(name, *a))
+    x = _images(16, 2)
+    with pytest.raises(NoisekdError, match='pip install imagecorruptions'): corrupt(x, 'frost', 1)
+    assert corrupt(x, 'fog', 1).shape == (2, 16, 16, 3)
+    monkeypatch.undo(); R._frost_photos.cache_clear()
+    assert corrupt(x, 'frost', 1).shape == (2, 16, 16, 3)
 
 NAMES = ['gaussian_noise', 'contrast', 'glass_blur', 'zoom_blur', 'elastic_transform', 'motion_blur', 'snow', 'spatter']   # fast ones first: the kill comes after `contrast`
 
