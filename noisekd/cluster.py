@@ -13,8 +13,8 @@ from .core import *
 from .experiments import Scale, SCALES, get_scale, run_done, execute_run, RunFailed, run_deps, progress_text, run_summary
 
 # %% auto #0
-__all__ = ['CLUSTERS', 'KIND_COLORS', 'check_cluster', 'require_dask', 'gpu_ids', 'local_cluster', 'slurm_cluster', 'dask_client',
-           'run_task', 'prepare_data', 'execute_dask', 'execute_cluster', 'plot_timeline']
+__all__ = ['CLUSTERS', 'MALLOC_ENV', 'KIND_COLORS', 'check_cluster', 'require_dask', 'gpu_ids', 'local_cluster', 'slurm_cluster',
+           'dask_client', 'run_task', 'prepare_data', 'execute_dask', 'execute_cluster', 'plot_timeline']
 
 # %% ../nbs/08b_cluster.ipynb #fb338a0e
 CLUSTERS = ('local', 'slurm')
@@ -52,6 +52,14 @@ def gpu_ids() -> list:
 
 def _has_bokeh() -> bool: return importlib.util.find_spec('bokeh') is not None
 
+MALLOC_ENV = {'MALLOC_TRIM_THRESHOLD_': str(1 << 30), 'MALLOC_MMAP_THRESHOLD_': str(32 << 20)}
+
+def _keep_freed_memory():
+    "Workers keep freed memory for the next batch: Dask's nanny sets glibc's trim threshold to 64 KiB, which makes torch re-fault its buffers."
+    import dask
+    env = dict(dask.config.get('distributed.nanny.pre-spawn-environ', {}) or {})
+    dask.config.set({'distributed.nanny.pre-spawn-environ': {**env, **MALLOC_ENV}})   # set before a worker starts: glibc reads it once
+
 def local_cluster(workers:int=None, # worker processes (default: one per GPU, else one per 2 CPU cores)
                   gpus:bool=None, # give each worker one GPU (None: when this machine has any)
                   threads:int=None, # torch threads per worker (default: the CPU cores shared among the workers)
@@ -82,6 +90,7 @@ def local_cluster(workers:int=None, # worker processes (default: one per GPU, el
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         opts = dict(common, name=name, resources=res)
         spec[name] = dict(cls=Nanny, options=dict(opts, env=env)) if processes else dict(cls=Worker, options=opts)
+    _keep_freed_memory()
     sched = dict(cls=Scheduler, options=dict(host='127.0.0.1', dashboard=bool(dashboard) and _has_bokeh(),
                                              dashboard_address=dashboard or ':0', allowed_failures=allowed_failures))
     return SpecCluster(workers=spec, scheduler=sched, silence_logs=logging.WARNING, name='noisekd')

@@ -63,7 +63,7 @@ SCALES = {
     # Fashion-MNIST on two CPU cores, designed to test the paper's claims (see "The CPU scale" below)
     'cpu': Scale('cpu', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.04, teacher_epoch_scale=0.1, size=16, subset=5000, bs=128, seeds=3,
                  teacher_seeds=1, ft_ps=(0.1, 0.3), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2),
-                 sigmas_attack=(0.05, 0.2), mc_rates=(0., 0.1, 0.25), label_noises=(0., 0.25, 0.5), pgd_n=300, pgd_restarts=2,
+                 sigmas_attack=(0.05, 0.2), mc_rates=(0., 0.1, 0.25), label_noises=(0.25, 0.5), pgd_n=300, pgd_restarts=2,
                  pgd_steps=(1, 5, 10, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=1000),
     'tiny': Scale('tiny', 'wrn_10_1', 'wrn_10_1', epoch_scale=0.005, size=8, subset=64, test_subset=32, bs=32, seeds=2,
                   ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.1,), sigmas_attack=(0.1,),

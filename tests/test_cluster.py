@@ -38,6 +38,12 @@ def client():
     c.close(); cluster.close()
     os.environ.clear(); os.environ.update(env)      # the nannies set OMP_NUM_THREADS=1 here for their children
 
+def test_workers_keep_freed_memory(client):
+    "glibc in each worker keeps freed memory (Dask's nanny asks for a 64 KiB trim threshold: torch then re-faults its buffers every step)."
+    from noisekd.cluster import MALLOC_ENV
+    envs = client.run(lambda: {k: os.environ.get(k) for k in MALLOC_ENV})
+    assert len(envs) == 2 and all(e == MALLOC_ENV for e in envs.values()), envs
+
 def test_same_records_as_in_process_teachers_first_and_restart(client, tmp_path):
     "A tiny Table 1 on 2 workers: the records of the in-process run, students after their teacher's selection, a rerun skips all."
     from noisekd.cluster import execute_dask
