@@ -12,8 +12,21 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from .core import *
 
 # %% auto #0
-__all__ = ['BasicBlock', 'WideResNet', 'count_params', 'wrn_40_2', 'wrn_16_2', 'get_model', 'feature_modules', 'dropout_modules',
-           'set_fickle', 'train_modes', 'restore_modes', 'fickle', 'eval_mode']
+__all__ = ['fickle_dropout', 'Dropout', 'BasicBlock', 'WideResNet', 'count_params', 'wrn_40_2', 'wrn_16_2', 'get_model',
+           'feature_modules', 'dropout_modules', 'set_fickle', 'train_modes', 'restore_modes', 'fickle', 'eval_mode']
+
+# %% ../nbs/02_models.ipynb #01cdd396
+def fickle_dropout(x:torch.Tensor, p:float) -> torch.Tensor:
+    "Dropout of `x`: each unit kept iff a fresh fp32 uniform exceeds `p`, and scaled by 1/(1-p), in `x`'s dtype."
+    m = torch.rand_like(x, dtype=torch.float32).sub_(p).mul_(2.**100).clamp_(0, 1 / (1 - p))
+    return torch.mul(x, m, out=torch.empty_like(x))   # computed in fp32, rounded once to x's dtype
+
+class Dropout(nn.Dropout):
+    "`nn.Dropout`; on the CPU without autograd (a Fickle Teacher) its masks come from `fickle_dropout`."
+    def forward(self, x):
+        if self.training and 0 < self.p < 1 and x.device.type == 'cpu' and not torch.is_grad_enabled():
+            return fickle_dropout(x, self.p)
+        return super().forward(x)
 
 # %% ../nbs/02_models.ipynb #80b99cac
 class BasicBlock(nn.Module):
@@ -22,7 +35,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.bn1, self.conv1 = nn.BatchNorm2d(ni), nn.Conv2d(ni, nf, 3, stride, 1, bias=False)
         self.bn2, self.conv2 = nn.BatchNorm2d(nf), nn.Conv2d(nf, nf, 3, 1, 1, bias=False)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
         self.equal = ni == nf and stride == 1
         self.shortcut = None if self.equal else nn.Conv2d(ni, nf, 1, stride, 0, bias=False)
     def forward(self, x):

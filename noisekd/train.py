@@ -6,8 +6,8 @@ Docs: https://noisekd.github.io/noisekd/train.html.md"""
 
 # %% ../nbs/07_train.ipynb #660f33ae
 from __future__ import annotations
-import time, json, math, random
-from dataclasses import dataclass, fields, replace
+import os, time, json, math, random
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -24,9 +24,10 @@ from .models import *
 from .callbacks import Autocast
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'fickle_schedule', 'get_schedule', 'lr_at', 'StepLR', 'history_summary',
-           'Checkpoint', 'sgd', 'run_complete', 'fit_run', 'load_model', 'FastPath', 'as_fast', 'DeviceSmoothLoss',
-           'SyncFree', 'QuickLearner', 'make_learner', 'train_model', 'train_teacher', 'train_student']
+__all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'BF16_ENV', 'NATIVE_BF16', 'CPU_FAST', 'fickle_schedule',
+           'get_schedule', 'lr_at', 'StepLR', 'history_summary', 'Checkpoint', 'sgd', 'run_complete', 'fit_run',
+           'load_model', 'cpu_bf16', 'FastPath', 'as_fast', 'DeviceSmoothLoss', 'SyncFree', 'QuickLearner',
+           'make_learner', 'train_model', 'train_teacher', 'train_student']
 
 # %% ../nbs/07_train.ipynb #856fce13
 SCHEDULES = {'standard': (200, (60, 120, 150)),
@@ -198,9 +199,31 @@ def load_model(path, expect:dict=None, device='cpu') -> WideResNet:
     return m.to(device).eval()
 
 # %% ../nbs/07_train.ipynb #c4e1a7f2
+BF16_ENV = 'NOISEKD_CPU_BF16'   # '1' or '0': take this CPU as computing bf16 natively, or not (tests, a known-slow CPU)
+NATIVE_BF16 = ('avx512_bf16', 'amx_bf16', 'bf16')   # the CPU flags of bf16 arithmetic: x86 AVX-512 BF16 and AMX, Arm BF16
+
+def _cpu_flags() -> set:
+    "The CPU's feature flags from /proc/cpuinfo (empty where there is none)."
+    try: text = Path('/proc/cpuinfo').read_text()
+    except OSError: return set()
+    return {f for l in text.splitlines() if l.split(':')[0].strip() in ('flags', 'Features') for f in l.split(':', 1)[1].split()}
+
+def cpu_bf16(flags=None, # the CPU's flags (None: read /proc/cpuinfo)
+            ) -> tuple[bool, str]:
+    "Whether this CPU computes bf16 natively (AVX-512 BF16, AMX or Arm BF16) and oneDNN uses it, with the reason in words."
+    env = os.environ.get(BF16_ENV, '')
+    check(env in ('', '0', '1'), f"{BF16_ENV} must be 1 (native bf16), 0 (none) or unset, got {env!r}.")
+    if env: return env == '1', f"{'native' if env == '1' else 'no native'} bf16 ({BF16_ENV}={env})"
+    has = [f for f in NATIVE_BF16 if f in (_cpu_flags() if flags is None else set(flags))]
+    if not has: return False, "no native bf16 on this CPU (no AVX-512 BF16, AMX or Arm BF16 flag): fp32"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported(): return False, f"this CPU has {', '.join(has)} but torch's oneDNN does not use it: fp32"
+    return True, f"native bf16 on this CPU ({', '.join(has)})"
+
+CPU_FAST = ('bf16', 'channels_last', 'inference_teacher')   # what 'auto' turns on for a CPU with native bf16
+
 @dataclass
 class FastPath:
-    "Speed switches for training; `'auto'` is on for a CUDA device and off on the CPU."
+    "Speed switches for training; `'auto'` is on for a CUDA device, and for bf16 and its layout on a CPU with native bf16."
     resident: bool|str = 'auto'          # dataset resident on the device as uint8, augmented there in batches
     bf16: bool|str = 'auto'              # bf16 autocast for the forward passes (losses in fp32)
     channels_last: bool|str = 'auto'     # NHWC memory format for models and batches
@@ -208,18 +231,35 @@ class FastPath:
     fused_sgd: bool|str = 'auto'         # fused SGD kernel
     sync_free: bool|str = 'auto'         # no per-batch GPU->CPU syncs in the bookkeeping
     compile: bool|str = False            # torch.compile student and teacher
-    def resolve(self, device) -> FastPath:
-        "Every switch as a bool for `device`."
-        d = {f.name: auto_switch(getattr(self, f.name), device) for f in fields(self)}
-        if d['bf16'] and self.bf16 == 'auto' and torch.device(device).type == 'cuda':
-            d['bf16'] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return FastPath(**d)
+    why: str = field(default='', compare=False)  # the device's bf16 support, in words (set by `resolve`)
     @classmethod
-    def off(cls) -> FastPath: "The plain path: every switch off."; return cls(*[False] * len(fields(cls)))
+    def switches(cls) -> list: "The switches' names."; return [f.name for f in fields(cls) if f.name != 'why']
+    def resolve(self, device) -> FastPath:
+        "Every switch as a bool for `device`, and `why` 'auto' chose bf16 or not."
+        dev = torch.device(device)
+        d = {k: auto_switch(getattr(self, k), dev) for k in self.switches()}
+        why = self.why
+        if dev.type == 'cuda':
+            bf = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            if self.bf16 == 'auto': d['bf16'] = bf
+            why = why or ('bf16 on this GPU' if bf else 'no bf16 on this GPU: fp32')
+        elif dev.type == 'cpu':
+            native, reason = cpu_bf16()
+            for k in CPU_FAST:
+                if getattr(self, k) == 'auto': d[k] = native
+            why = why or reason
+        return FastPath(**d, why=why)
+    @property
+    def on_switches(self) -> list: "The switches that are on."; return [k for k in self.switches() if getattr(self, k) is True]
+    def summary(self) -> str:
+        "One line: the switches on (or fp32) and why."
+        return f"fast path: {', '.join(self.on_switches) or 'off (fp32)'}" + (f"; {self.why}" if self.why else '')
+    @classmethod
+    def off(cls) -> FastPath: "The plain path: every switch off."; return cls(**{k: False for k in cls.switches()})
     @classmethod
     def on(cls, compile:bool=False) -> FastPath:
         "Every switch on (`compile` only if asked), whatever the device."
-        return cls(*[True] * (len(fields(cls)) - 1), compile=compile)
+        return cls(**dict({k: True for k in cls.switches()}, compile=compile))
 
 def as_fast(fast=None) -> FastPath:
     "A `FastPath` from `None` ('auto'), a bool (all on / all off), a dict of switches or a `FastPath`."
@@ -227,8 +267,8 @@ def as_fast(fast=None) -> FastPath:
     if isinstance(fast, FastPath): return fast
     if isinstance(fast, bool): return FastPath.on() if fast else FastPath.off()
     if isinstance(fast, dict):
-        bad = set(fast) - {f.name for f in fields(FastPath)}
-        check(not bad, f"Unknown fast-path switch(es) {sorted(bad)}; known: {[f.name for f in fields(FastPath)]}.")
+        bad = set(fast) - set(FastPath.switches())
+        check(not bad, f"Unknown fast-path switch(es) {sorted(bad)}; known: {FastPath.switches()}.")
         return FastPath(**fast)
     raise NoisekdError(f"fast must be None, True, False, a dict of switches or a FastPath; got {fast!r}.")
 
@@ -279,7 +319,7 @@ class QuickLearner(Learner):
 
 # %% ../nbs/07_train.ipynb #6f5a8fa4
 def make_learner(dls, model, cbs=None, mom:float=0.9, wd:float=5e-4,
-                 fast=None, # `FastPath` switches (None: each 'auto', on for a CUDA model); see `as_fast`
+                 fast=None, # `FastPath` switches (None: each 'auto': on for a CUDA model, bf16 where the CPU has it natively); see `as_fast`
                 ) -> Learner:
     "A fastai `Learner` with the paper's optimizer, cross-entropy and test accuracy."
     check_range('weight decay', wd, lo=0); check_range('momentum', mom, lo=0, hi=1, hi_open=True)
@@ -304,7 +344,7 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
                 teacher=None, seed:int=0, schedule:str='standard', epochs:int=None, scale:float=None, lr:float=0.1,
                 wd:float=5e-4, mom:float=0.9, bs:int=128, size:int=None, subset=None, test_subset=None,
                 label_noise:float=0., root=None, device=None, progress:bool=True, extra_cbs=None,
-                fast=None, # speed switches (`FastPath`, dict or bool; None: 'auto', on for a GPU); never change the run's meaning
+                fast=None, # speed switches (`FastPath`, dict or bool; None: 'auto', on for a GPU, bf16 on a CPU with native bf16)
                ) -> dict:
     "Train `arch` on `dataset` with `method` into the run folder `out`; resumes and skips finished runs."
     from noisekd.callbacks import method_callbacks
@@ -320,6 +360,7 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
         return rec
     device = default_device(device)
     fast = as_fast(fast).resolve(device)
+    if progress: print(fast.summary())   # once a run: what the fast path does here, and why
     set_seed(seed)
     if isinstance(teacher, (str, Path)): teacher = load_model(teacher, device=device)
     train, test = get_data(dataset, root, size, subset, test_subset, label_noise, seed=seed)
