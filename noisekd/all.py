@@ -10,6 +10,7 @@ __all__ = []
 # %% ../nbs/99_all.ipynb #233f8275
 from .core import *
 from .data import *
+from .download import *
 from .models import *
 from .losses import *
 from .callbacks import *
@@ -21,5 +22,5 @@ from .experiments import *
 from .cluster import *
 from .report import *
 import importlib as _il
-_MODULES = ['core', 'data', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'cluster', 'report']
+_MODULES = ['core', 'data', 'download', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'cluster', 'report']
 __all__ = [n for _m in _MODULES for n in _il.import_module(f'noisekd.{_m}').__all__]

@@ -48,7 +48,8 @@ def run_notebook(name, params:dict, output=None, log=print) -> Path:
 
 # %% ../nbs/10_cli.ipynb #a95c4c2b
 def reproduce(table:str, dataset:str='digits', seeds:int=None, scale:str='full', runs='runs', root=None, device='auto',
-              executor:str='papermill', dry_run:bool=False, log=print, cluster:str=None, workers:int=None) -> dict:
+              executor:str='papermill', dry_run:bool=False, log=print, cluster:str=None, workers:int=None,
+              download:bool=False, mirror:str=None) -> dict:
     "Expand a paper table into its runs and execute them (in this process, or on a Dask `cluster`); returns the runs done, skipped and failed."
     from noisekd.experiments import plan, execute, get_scale
     if cluster is None: check(workers is None, "--workers sets how many Dask workers to start: use it with --cluster local or --cluster slurm.")
@@ -64,6 +65,8 @@ def reproduce(table:str, dataset:str='digits', seeds:int=None, scale:str='full',
     if dry_run:
         for r in runs_list: log(f"  {r.kind:8} {r.name}" + (f"  evals: {', '.join(r.evals)}" if r.evals else ''))
         return dict(planned=runs_list, done=[], skipped=[], failed={})
+    from noisekd.download import preflight_data, data_needs
+    preflight_data(data_needs(runs_list), root, download, mirror, log=log)   # every dataset, before the first run
     if cluster is not None:
         from noisekd.cluster import execute_cluster
         return execute_cluster(runs_list, runs, cluster, workers, root=root, device=device, executor=executor, log=log)
@@ -104,6 +107,8 @@ def _parser():
     r.add_argument('notebook', help='teacher, student, evaluate, report, or a path to a notebook')
     r.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='a parameter (repeatable)')
     r.add_argument('--output', help='where the executed notebook goes (default: the run folder)')
+    from noisekd.download import data_parser, download_args, DATA_HELP
+    download_args(r)
     q = sub.add_parser('reproduce', help='run a paper table: teachers, best teacher, students, evaluations')
     q.add_argument('table', help=f"one of {', '.join(TABLES)}, all")
     q.add_argument('--dataset', default='digits', help=f"{', '.join(DATASETS)} (default: digits)")
@@ -120,6 +125,8 @@ def _parser():
                         '"noisekd[dask]" (default: one run after the other in this process)')
     q.add_argument('--workers', type=int, default=None, metavar='N',
                    help='workers to start with --cluster local (default: one per GPU, else one per 2 cores) or slurm (jobs, default: 1)')
+    download_args(q)
+    data_parser(sub.add_parser('data', help=DATA_HELP))
     o = sub.add_parser('report', help='collect all records and write tables, figures and the summary')
     o.add_argument('--runs', default='runs'); o.add_argument('--out', default=None, help='default: RUNS/report')
     from noisekd.bench import bench_parser, BENCH_HELP
@@ -131,12 +138,19 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         if args.cmd == 'demo': demo(args.out, args.seeds, args.executor, args.scale)
-        elif args.cmd == 'run': run_notebook(args.notebook, {k: parse_value(v) for k, v in args.param}, args.output)
+        elif args.cmd == 'run':
+            from noisekd.download import preflight_data, notebook_needs
+            params = {k: parse_value(v) for k, v in args.param}
+            preflight_data(notebook_needs(args.notebook, params), params.get('root'), args.download, args.mirror)
+            run_notebook(args.notebook, params, args.output)
         elif args.cmd == 'reproduce':
             res = reproduce(args.table, args.dataset, args.seeds, args.scale, args.runs, args.root, args.device, args.executor, args.dry_run,
-                            cluster=args.cluster, workers=args.workers)
+                            cluster=args.cluster, workers=args.workers, download=args.download, mirror=args.mirror)
             if res['failed']: sys.exit(1)
         elif args.cmd == 'report': report(args.runs, args.out)
+        elif args.cmd == 'data':
+            from noisekd.download import data_from_args
+            sys.exit(data_from_args(args))
         elif args.cmd == 'bench':
             from noisekd.bench import bench_from_args
             bench_from_args(args)

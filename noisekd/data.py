@@ -116,13 +116,15 @@ def _check_file(path:Path, md5:str|None, what:str, how:str):
                            f"truncated or corrupt. Delete it and download again ({how}), or pass "
                            f"checksums=False if it is your own copy of the data.")
 
-def _download(cls_name:str, root:Path, **kw):
-    "Fetch a dataset with torchvision's class; a clear message when offline."
-    import torchvision.datasets as tvd
-    try: getattr(tvd, cls_name)(str(root), download=True, **kw)
-    except Exception as e:
-        raise NoisekdError(f"Could not download {cls_name} into {root}: {type(e).__name__}: {e}. "
-                           f"Check the internet connection, or download the files by hand into {root}.") from None
+def _download(name:str, root):
+    "Fetch dataset `name` as `noisekd data get` does (official archive, published MD5, atomic unpacking)."
+    from noisekd.download import download_dataset
+    download_dataset(name, root)
+
+def _how(name:str, root:Path, size:str) -> str:
+    "How to get dataset `name`, the Python way and the command-line way."
+    return (f"Pass download=True (Python) or run `noisekd data get {name} --root {root}` (command line) to fetch it ({size}) "
+            f"into {root}, or point root= (or $NOISEKD_DATA) at the folder that holds it")
 
 # %% ../nbs/01_data.ipynb #573f6075
 _CIFAR_MD5 = {'data_batch_1': 'c99cafc152244af753f735de768cd75f', 'data_batch_2': 'd4bba439e000b95fd0a9bffe97cbabec',
@@ -133,8 +135,8 @@ _CIFAR_MD5 = {'data_batch_1': 'c99cafc152244af753f735de768cd75f', 'data_batch_2'
 def load_cifar10(root=None, train:bool=True, download:bool=False, checksums:bool=True) -> ImageArrays:
     "CIFAR-10 from `root/cifar-10-batches-py` (torchvision's layout)."
     root = data_root(root); folder = root/'cifar-10-batches-py'
-    how = f"Pass download=True to fetch it (170 MB) into {root}, or point root= (or $NOISEKD_DATA) at the folder that holds cifar-10-batches-py/"
-    if download and not folder.is_dir(): _download('CIFAR10', root)
+    how = _how('cifar10', root, '170 MB')
+    if download and not folder.is_dir(): _download('cifar10', root)
     check(folder.is_dir(), f"CIFAR-10 not found: expected the folder {folder} with data_batch_1..5, test_batch "
                            f"and batches.meta (the 'python version' of CIFAR-10). {how}.")
     names = [f'data_batch_{i}' for i in range(1, 6)] if train else ['test_batch']
@@ -163,8 +165,9 @@ def load_svhn(root=None, split:str='train', download:bool=False, checksums:bool=
     import scipy.io as sio
     check_choice('SVHN split', split, list(_SVHN_MD5))
     root = data_root(root); path = root/f'{split}_32x32.mat'
-    how = f"Pass download=True to fetch it into {root}, or point root= (or $NOISEKD_DATA) at the folder that holds {path.name}"
-    if download and not path.is_file(): _download('SVHN', root, split=split)
+    how = _how('svhn', root, '246 MB, train and test') if split != 'extra' else (
+        f"Download extra_32x32.mat (1.3 GB) from http://ufldl.stanford.edu/housenumbers/ into {root} (`noisekd data get svhn` fetches train and test only)")
+    if download and not path.is_file() and split != 'extra': _download('svhn', root)
     check(path.is_file(), f"SVHN not found: expected the file {path} (the 'cropped digits' format, {split}_32x32.mat). {how}.")
     _check_file(path, _SVHN_MD5[split] if checksums else None, 'SVHN', how)
     try: m = sio.loadmat(str(path))
@@ -182,8 +185,9 @@ def load_cinic_ood(root=None, split:str='test', per_class:int|None=2100, seed:in
     from PIL import Image
     check_choice('CINIC-10 split', split, ['train', 'valid', 'test'])
     base = data_root(root)/folder/split
-    how = (f"Download CINIC-10 from https://datashare.ed.ac.uk/handle/10283/3192 (CINIC-10.tar.gz) and extract it so "
-           f"that {base}/<class>/*.png exists, or point root= (or $NOISEKD_DATA) at the folder that holds {folder}/")
+    how = (f"Run `noisekd data get cinic10 --root {data_root(root)}` (command line) or noisekd.download.download_dataset('cinic10', root) "
+           f"(Python) to fetch CINIC-10.tar.gz (688 MB) from https://datashare.ed.ac.uk/handle/10283/3192 and unpack it so that "
+           f"{base}/<class>/*.png exists, or point root= (or $NOISEKD_DATA) at the folder that holds {folder}/")
     check(base.is_dir(), f"CINIC-10 not found: expected the folder {base} with one sub-folder per class. {how}.")
     classes = sorted(p.name for p in base.iterdir() if p.is_dir())
     check(classes == CIFAR10_CLASSES, f"CINIC-10: {base} must hold the ten CIFAR-10 class folders "
@@ -217,7 +221,8 @@ def cifar10c_root(root=None) -> Path:
 def load_cifar10c(root=None, corruption:str='gaussian_noise', severity:int=1, classes=CIFAR10_CLASSES) -> ImageArrays:
     "One corruption at one severity (1..5) of CIFAR-10-C, or of a generated set in its layout."
     folder = cifar10c_root(root)
-    how = (f"Download CIFAR-10-C from https://zenodo.org/record/2535967 (CIFAR-10-C.tar) and extract it so that "
+    how = (f"Run `noisekd data get cifar10c --root {data_root(root)}` (command line) or noisekd.download.download_dataset('cifar10c', root) "
+           f"(Python) to fetch CIFAR-10-C.tar (2.9 GB) from https://zenodo.org/records/2535967 and unpack it so that "
            f"{folder}/<corruption>.npy and labels.npy exist, or generate a set with noisekd.robustness.write_corrupted_set")
     check_range('severity', severity, lo=1, hi=5)
     check(int(severity) == severity, f"severity must be an integer 1..5, got {severity!r}.")
@@ -274,10 +279,10 @@ def _read_idx(path:Path, what:str, how:str) -> np.ndarray:
 def load_fashion_mnist(root=None, train:bool=True, download:bool=False, checksums:bool=True) -> ImageArrays:
     "Fashion-MNIST (1×28×28 grey) from the gzipped idx files under `root`, or from Debian's `dataset-fashion-mnist`."
     base = data_root(root)
-    how = (f"Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, no internet needed), or pass download=True "
-           f"to fetch it into {base}, or put the four .gz files in {base/'fashion-mnist'}")
+    how = (f"Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu, no internet needed), or pass download=True (Python) "
+           f"or run `noisekd data get fashion-mnist --root {base}` (command line) to fetch it (31 MB) into {base/'fashion-mnist'}")
     folder = fashion_mnist_folder(root)
-    if folder is None and download: _download('FashionMNIST', base); folder = fashion_mnist_folder(root)
+    if folder is None and download: _download('fashion-mnist', base); folder = fashion_mnist_folder(root)
     check(folder is not None, f"Fashion-MNIST not found: looked for {', '.join(FASHION_FILES)} in {base/'fashion-mnist'}, "
                               f"{base/'FashionMNIST'/'raw'} and {DEBIAN_FASHION}. {how}.")
     split = 'train' if train else 't10k'

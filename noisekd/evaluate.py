@@ -14,7 +14,7 @@ from .attacks import robust_accuracy, pgd_sweep, TABLE4_STEPS, TABLE5_EPS_255
 from .robustness import write_corrupted_set, corruption_accuracy, corruption_summary, mca, ood_accuracy, predict, GENERATED_CORRUPTIONS
 
 # %% auto #0
-__all__ = ['EVALS', 'PAPER_EVALS', 'RECORD_COLS', 'check_evals', 'corruption_set', 'evaluate']
+__all__ = ['EVALS', 'PAPER_EVALS', 'RECORD_COLS', 'check_evals', 'uses_cifar10c', 'corruption_set', 'evaluate']
 
 # %% ../nbs/06a_evaluate.ipynb #2bd92e4f
 EVALS = ['clean', 'ood', 'corruptions', 'pgd20', 'pgd_steps', 'pgd_eps']
@@ -35,10 +35,14 @@ def check_evals(evals, dataset:str) -> tuple:
     return evals
 
 # %% ../nbs/06a_evaluate.ipynb #65b85aa8
+def uses_cifar10c(dataset:str, size:int, n:int=None) -> bool:
+    "True when the corruption evaluation reads the official CIFAR-10-C (a CIFAR-10 model at 32×32 on the whole test set)."
+    return dataset == 'cifar10' and int(size) == 32 and n is None
+
 def corruption_set(dataset:str, test:ImageArrays, root=None, n:int=None, seed:int=0) -> tuple:
     "`(folder, clean images)` of the corrupted test set for `dataset`: official CIFAR-10-C or a cached generated one."
     size = int(test.x.shape[-1])
-    if dataset == 'cifar10' and size == 32 and n is None: return cifar10c_root(root), test
+    if uses_cifar10c(dataset, size, n): return cifar10c_root(root), test
     clean = test
     if n is not None and n < len(test):
         idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values
