@@ -153,7 +153,9 @@ def _check_sweep(table, dataset, seeds, scale, runs, root, device, dry_run=False
             check_device(device, need=max(train_bytes(S.student_arch, S.bs, S.size or 32, S.teacher_arch), train_bytes(S.teacher_arch, S.bs, S.size or 32)))
     runs = check_folder(runs, runs_opt)
     if root is not None:
-        with option('--root'): check(not Path(root).is_file(), f"{root} is a file: give the data folder.")
+        with option('--root'):
+            r = Path(root).absolute(); q = next(q for q in [r, *r.parents] if q.exists())
+            check(str(root).strip() and q.is_dir(), f"{root!r} is not a data folder" + (f" ({q} is a file)" if q != r or q.is_file() else '') + ".")
     if not dry_run: check_disk(plan(table, dataset, S, seeds), runs, runs_opt, log)
 
 _PARAM_TYPES = {'seed': (int,), 'p': (int, float), 'label_noise': (int, float), 'sigma': (int, float, type(None)), 'rate': (int, float, type(None)),
@@ -220,6 +222,7 @@ def preflight(args, log=warn):
     elif args.cmd == 'run': _check_run(args.notebook, args.param, args.output)
     elif args.cmd == 'report':
         with option('--runs'):
+            check(str(args.runs).strip() != '', "give the runs folder (default: runs).")
             check(Path(args.runs).is_dir(), f"No records under {args.runs}: " + ("it is a file, not a runs folder." if Path(args.runs).exists()
                   else "no such folder. Give the folder that noisekd reproduce --runs wrote (default: runs)."))
         check_folder(args.out or Path(args.runs)/'report', '--out')
