@@ -19,9 +19,10 @@ from .train import FastPath, as_fast, make_learner, fit_run
 from fastai.callback.core import Callback
 
 # %% auto #0
-__all__ = ['KD_METHODS', 'TARGETS', 'BENCH_HELP', 'HWCDataset', 'plain_loader', 'plain_train_epoch', 'plain_accuracy', 'sync',
-           'Clock', 'bench_data', 'torch_dropout', 'kd_rates', 'pgd_rows', 'pgd_rates', 'device_name', 'bench',
-           'bench_markdown', 'print_bench', 'plot_bench', 'bench_parser', 'bench_from_args', 'bench_main']
+__all__ = ['KD_METHODS', 'TARGETS', 'BENCH_HELP', 'BENCH_OUT', 'HWCDataset', 'plain_loader', 'plain_train_epoch',
+           'plain_accuracy', 'sync', 'Clock', 'bench_data', 'torch_dropout', 'kd_rates', 'pgd_rows', 'pgd_rates',
+           'device_name', 'bench', 'bench_markdown', 'print_bench', 'plot_bench', 'bench_parser', 'check_bench_args',
+           'bench_from_args', 'bench_main']
 
 # %% ../nbs/11_bench.ipynb #7a0b5c9e
 class HWCDataset(torch.utils.data.Dataset):
@@ -261,6 +262,7 @@ def bench(device=None, # where to run (None: the GPU if there is one, else the C
           seed:int=0, log=None, # `log(message)` after each row, e.g. `print`
          ) -> pd.DataFrame:
     "Images/s of noisekd's KD epochs and PGD beside the plain PyTorch loop and torchattacks, with their ratios."
+    if threads is not None: check_int('threads', threads, 1)
     n_threads = torch.get_num_threads()
     if threads: torch.set_num_threads(threads)
     try: return _bench(device, n_batches, bs, size, methods, pgd_images, pgd_bs or bs, pgd_max_batch, steps, restarts, fast, num_workers,
@@ -274,9 +276,13 @@ def _bench(device, n_batches, bs, size, methods, pgd_images, pgd_bs, pgd_max_bat
     if log: log(fast.summary())
     timing = check_choice('timing', timing, ['auto', 'epoch', 'best'])
     if timing == 'auto': timing = 'epoch' if gpu else 'best'
-    n_batches = n_batches or (50 if gpu else 3)
+    n_batches = (50 if gpu else 3) if n_batches is None else n_batches
     check(int(n_batches) == n_batches and n_batches >= 1, f"n_batches must be a positive integer, got {n_batches!r}.")
     check(int(bs) == bs and bs >= 1, f"bs must be a positive integer, got {bs!r}.")
+    for what, v, lo in [('steps', steps, 1), ('restarts', restarts, 1), ('warmup', warmup, 1), ('repeats', repeats, 1), ('size', size, 1),
+                        ('pgd_bs', pgd_bs, 1), ('pgd_images', pgd_images, 0), ('num_workers', num_workers, 0)]:
+        if v is not None: check_int(what, v, lo)        # before any work: a bad one would fail after minutes of timing
+    check(len(methods) > 0 or pgd_images != 0, "Nothing to time: give at least one method, or pgd_images > 0.")
     for m in methods: check_choice('benchmark method', m, list(KD_METHODS))
     pgd_images = (2000 if gpu else bs) if pgd_images is None else pgd_images
     num_workers = (2 if gpu else 0) if num_workers is None else num_workers
@@ -376,11 +382,34 @@ def bench_parser(p=None):
         p.add_argument(f'--no-{s}', action='store_true', help=f'switch {s} off')
     p.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
     p.add_argument('--no-torchattacks', action='store_true', help='skip the torchattacks reference')
-    p.add_argument('--out', default=None, help='also write the table to this .md or .csv file, or its bar chart to a .png, .svg or .pdf')
+    p.add_argument('--out', default=None, help='also write the table to this .md or .csv file, or its bar chart to a .png, .svg or .pdf (its folder is made)')
     return p
 
+BENCH_OUT = ('.md', '.csv', '.png', '.svg', '.pdf')
+
+def check_bench_args(a):
+    "Refuse, before any work, every option of a `bench_parser` that the benchmark could only fail on later."
+    import importlib.util
+    try: check_device(a.device)
+    except NoisekdError as e: raise NoisekdError(f"--device: {e}") from None
+    for opt, lo in [('batches', 1), ('bs', 1), ('size', 1), ('pgd_images', 0), ('pgd_bs', 1), ('pgd_max_batch', 0), ('steps', 1),
+                    ('restarts', 1), ('threads', 1), ('workers', 0), ('repeats', 1), ('warmup', 1)]:
+        v = getattr(a, opt)
+        if v is not None: check_int(f"--{opt.replace('_', '-')}", v, lo)
+    check(a.size <= 1024, f"--size is the image side (CIFAR: 32), at most 1024; got {a.size}.")
+    methods = [m.strip() for m in a.methods.split(',') if m.strip()]
+    check(methods or a.pgd_images == 0, f"--methods: give at least one of {', '.join(KD_METHODS)} (comma-separated), got {a.methods!r}.")
+    for m in methods:
+        try: check_choice('benchmark method', m, list(KD_METHODS))
+        except NoisekdError as e: raise NoisekdError(f"--methods: {e}") from None
+    if not a.no_torchattacks and a.pgd_images != 0:
+        check(importlib.util.find_spec('torchattacks') is not None, "The attack reference needs torchattacks: pip install torchattacks, "
+              "or pass --no-torchattacks (or --pgd-images 0).")
+    if a.out: check_output_file(a.out, '--out', BENCH_OUT)
+
 def bench_from_args(a) -> pd.DataFrame:
-    "Run the benchmark with the options parsed by a `bench_parser`, print the table and write `--out`."
+    "Run the benchmark with the options parsed by a `bench_parser` (checked first), print the table and write `--out`."
+    check_bench_args(a)
     fast = FastPath.off() if a.plain else FastPath()
     for s in ('resident', 'bf16', 'channels_last', 'inference_teacher', 'fused_sgd', 'sync_free'):
         if getattr(a, f'no_{s}'): setattr(fast, s, False)

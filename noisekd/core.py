@@ -13,13 +13,18 @@ import numpy as np, torch
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['NoisekdError', 'check', 'check_choice', 'check_range', 'check_int', 'set_seed', 'default_device', 'model_device',
-           'progress_if', 'in_test', 'get_rng_states', 'set_rng_states', 'fsync_path', 'temp_file',
-           'remove_stale_temps', 'atomic_write', 'save_json', 'load_json', 'atomic_torch_save']
+__all__ = ['NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_int', 'check_folder', 'check_output_file',
+           'set_seed', 'check_device', 'default_device', 'model_device', 'progress_if', 'in_test', 'get_rng_states',
+           'set_rng_states', 'fsync_path', 'temp_file', 'remove_stale_temps', 'atomic_write', 'save_json', 'load_json',
+           'atomic_torch_save']
 
 # %% ../nbs/00_core.ipynb #4723934d
 class NoisekdError(ValueError):
     "A user-facing error: the message says what was wrong and what to do."
+
+def warn(msg:str):
+    "Tell the user something is off that does not stop the work: one line on stderr."
+    print(f"noisekd: warning: {msg}", file=sys.stderr, flush=True)
 
 def check(cond, msg:str):
     "Raise `NoisekdError(msg)` unless `cond`."
@@ -61,16 +66,71 @@ def check_int(what:str, v, lo:int=None) -> int:
     check(ok, f"{what} must be an integer" + (f" >= {lo}" if lo is not None else '') + f", got {v!r}.")
     return int(v)
 
+def _probe(folder:Path):
+    "Create and remove a temporary file in `folder`: the one sure test that it can be written (root ignores permissions)."
+    fd, tmp = tempfile.mkstemp(prefix='.noisekd-probe-', dir=folder); os.close(fd); os.unlink(tmp)
+
+def check_folder(path, # the folder that work will write into (it may not exist yet)
+                 what:str='folder', # how the message names it, e.g. '--runs'
+                ) -> Path:
+    "Check that `path` is, or can be made, a writable folder, without creating anything; return it."
+    check(isinstance(path, (str, Path)) and str(path).strip() != '', f"{what}: give a folder path, got {path!r}.")
+    p = Path(path).expanduser().absolute()
+    q = next(q for q in [p, *p.parents] if q.exists())
+    check(q.is_dir(), f"{what} {path}: {q} is a file, not a folder. Choose a folder path.")
+    try: _probe(q)
+    except OSError as e:
+        raise NoisekdError(f"{what} {path}: cannot write into {q} ({e.strerror}). Choose a writable folder.") from None
+    return p
+
+def check_output_file(path, # the file that work will write (its folder may not exist yet)
+                      what:str='output', # how the message names it, e.g. '--out'
+                      suffixes=None, # the allowed endings, e.g. ('.csv', '.md'); None: any
+                     ) -> Path:
+    "Check that the file `path` can be written where it is meant to go, without creating anything; return it."
+    check(isinstance(path, (str, Path)) and str(path).strip() != '', f"{what}: give a file path, got {path!r}.")
+    p = Path(path).expanduser()
+    check(not p.is_dir(), f"{what} {path} is a folder: give a file name in it, e.g. {p/('out' + (suffixes[0] if suffixes else ''))}.")
+    check(suffixes is None or p.suffix.lower() in suffixes, f"{what} {path}: the file must end in {', '.join(suffixes or ())}.")
+    check_folder(p.parent, what); return p
+
+
 # %% ../nbs/00_core.ipynb #8b231ff4
 def set_seed(seed:int):
     "Seed Python, NumPy and torch (CPU and CUDA) so a run can be repeated."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
 
+def _gib(b) -> str: return f"{b / 2**30:.1f} GiB"
+
+def check_device(device='auto', # 'auto' (the GPU if there is one, else the CPU), 'cpu', 'cuda', 'cuda:N', 'mps' or a `torch.device`
+                 need:int=None, # bytes of GPU memory the work needs, where that can be known
+                ) -> torch.device:
+    "The device `device` names, refused before any work when this machine has no such device (or, on a GPU, not `need` bytes)."
+    if device in (None, 'auto'): return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    use = "Use auto (the GPU if there is one), cpu, cuda or cuda:N"
+    try: d = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError): raise NoisekdError(f"Unknown device {device!r}. {use}.") from None
+    if d.type == 'cpu':
+        check(d.index in (None, 0), f"Unknown device {device!r}: there is one CPU device. {use}.")
+        return torch.device('cpu')
+    if d.type == 'mps':
+        check(torch.backends.mps.is_available(), f"Device {device!r}: this machine has no Apple GPU (MPS). {use}.")
+        return d
+    check(d.type == 'cuda', f"Unknown device {device!r}: noisekd runs on the CPU, CUDA GPUs or MPS. {use}.")
+    check(torch.cuda.is_available(), f"Device {device!r}: this machine has no CUDA GPU that torch can use"
+          + (f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r})" if 'CUDA_VISIBLE_DEVICES' in os.environ else '') + ". Use --device cpu or auto.")
+    n = torch.cuda.device_count()
+    check(d.index is None or d.index < n, f"Device {device!r}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}. {use}.")
+    if need:
+        total = torch.cuda.get_device_properties(d.index or 0).total_memory
+        check(need <= total, f"Device {device!r} has {_gib(total)} of memory, but this work needs about {_gib(need)}: "
+                             "use a larger GPU or a smaller scale (or batch size).")
+    return d
+
 def default_device(device=None) -> torch.device:
-    "`device` if given, else the GPU when there is one, else the CPU."
-    if device not in (None, 'auto'): return torch.device(device)
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    "`device` if given (checked by `check_device`), else the GPU when there is one, else the CPU."
+    return check_device(device)
 
 def model_device(m:torch.nn.Module) -> torch.device:
     "The device of `m`'s first parameter (or buffer); the CPU for a model without either."

@@ -19,12 +19,59 @@ __all__ = ['KEYS', 'ALPHA', 'POWER', 'collect', 'summarize', 'paper_results', 'c
 # %% ../nbs/09_report.ipynb #6c0a344a
 KEYS = ['dataset', 'scale', 'kind', 'method', 'p', 'sigma', 'rate', 'label_noise', 'metric', 'corruption']
 
-def collect(runs_dir) -> pd.DataFrame:
-    "Every run's `records.csv` under `runs_dir`, in one table."
-    files = sorted(Path(runs_dir).rglob('records.csv'))
-    files = [f for f in files if 'report' not in f.relative_to(runs_dir).parts[:1]]
-    check(len(files) > 0, f"No records under {runs_dir}: run some experiments first (noisekd reproduce … or noisekd demo).")
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+_NEEDED = ['run', 'kind', 'dataset', 'scale', 'method', 'metric', 'value']
+
+def _records(f:Path) -> pd.DataFrame:
+    "The records in `f`; a `ValueError` saying what is wrong when it is damaged, truncated or not a records file."
+    raw = f.read_bytes()
+    if not raw.endswith(b'\n'): raise ValueError("truncated (no final newline; records are written whole)" if raw else "empty file")
+    try: df = pd.read_csv(f)
+    except Exception as e: raise ValueError(f"not a CSV file ({type(e).__name__}: {str(e).strip()[:120]})") from None
+    miss = [c for c in _NEEDED if c not in df.columns]
+    if miss: raise ValueError(f"not a noisekd records file (no column {', '.join(miss)})")
+    if not len(df): raise ValueError("holds no records")
+    v = pd.to_numeric(df['value'], errors='coerce')
+    if v.isna().any() or df['metric'].isna().any(): raise ValueError(f"damaged: row {int(np.argmax(v.isna() | df['metric'].isna())) + 2} has no metric or no number")
+    return df.assign(value=v)
+
+def _damage(f:Path):
+    "What is wrong with a run's `metrics.json`, `best.json`, `model.pth` or `checkpoint.pth` (None: it reads)."
+    import torch
+    try:
+        if f.suffix == '.json':
+            check(isinstance(load_json(f), dict), 'not a JSON object')
+        else:
+            import zipfile
+            if not zipfile.is_zipfile(f): return "damaged or truncated (not the zip archive torch.save writes)"
+            ck = torch.load(f, weights_only=True, mmap=True, map_location='cpu')   # mmap: the tensors are not read
+            check(isinstance(ck, dict) and 'model' in ck and 'meta' in ck, 'not a noisekd model file (no state_dict and metadata)')
+    except Exception as e: return f"{type(e).__name__}: {str(e).strip()[:160]}" if not isinstance(e, NoisekdError) else str(e)
+
+def collect(runs_dir, # the runs folder
+            strict:bool=False, # a damaged file is an error (otherwise it is named and its run left out)
+            log=warn, # where a left-out file is named
+           ) -> pd.DataFrame:
+    "Every run's `records.csv` under `runs_dir`, in one table; each damaged, truncated or foreign file is named and its run left out."
+    runs_dir = Path(runs_dir)
+    check(not runs_dir.exists() or runs_dir.is_dir(), f"No records under {runs_dir}: it is a file, not a runs folder.")
+    files = sorted(f for f in runs_dir.rglob('records.csv') if 'report' not in f.relative_to(runs_dir).parts[:1])
+    bad, frames = {}, []
+    for f in files:
+        try: df = _records(f)
+        except (ValueError, OSError) as e: bad[f] = str(e); continue
+        hurt = {g: r for g in (f.parent/n for n in ('metrics.json', 'best.json', 'model.pth')) if g.is_file() and (r := _damage(g))}
+        if hurt: bad.update(hurt); continue
+        frames.append(df)
+    for ck in sorted(runs_dir.rglob('checkpoint.pth')):   # an unfinished run: no records yet, but a resume would start it over
+        if (r := _damage(ck)): bad[ck] = r + ' (a resume moves it aside and starts the run over)'
+    lines = [f"{p}: {r}" for p, r in bad.items()]
+    check(not (strict and bad), f"{len(bad)} damaged file(s) under {runs_dir}: " + '; '.join(lines) + ". Move or delete them, "
+                                "or rerun the runs, or leave out --strict to report the rest.")
+    for l in lines: log(f"left out {l}")
+    check(frames, f"No records under {runs_dir}" + (f" that can be read ({len(bad)} damaged file(s), named above)." if bad else
+                  ": run some experiments first (noisekd reproduce … or noisekd demo)."))
+    rec = pd.concat(frames, ignore_index=True); rec.attrs['left_out'] = {str(p): r for p, r in bad.items()}
+    return rec
 
 def summarize(records:pd.DataFrame) -> pd.DataFrame:
     "Mean, standard deviation (n−1) and number of seeds of every metric, per configuration (teachers: `teacher_*`)."
@@ -385,16 +432,21 @@ _TEACHERS = ("Each teacher configuration (dropout p, label corruption c): its se
 
 def write_report(runs_dir, # the runs folder to collect records from
                  out=None, # where the report goes (None: runs_dir/report)
+                 strict:bool=False, # a damaged file under `runs_dir` is an error (otherwise: named, and its run left out)
+                 log=warn, # where left-out files are named
                 ) -> dict:
     "Collect, summarize and compare every run under `runs_dir`; write tables, figures, report.md and report.html to `out`."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     runs_dir = Path(runs_dir); out = Path(out or runs_dir/'report')
-    rec = collect(runs_dir); summ = summarize(rec)
+    rec = collect(runs_dir, strict, log); summ = summarize(rec); left = rec.attrs.get('left_out', {})
     (out/'tables').mkdir(parents=True, exist_ok=True); (out/'figures').mkdir(parents=True, exist_ok=True)
     atomic_write(out/'records.csv', rec.to_csv(index=False)); atomic_write(out/'summary.csv', summ.to_csv(index=False))
     md = [f"# noisekd report\n\n{rec['run'].nunique()} runs, {len(rec)} records, from `{runs_dir.resolve()}`.\n"]
     htm = [f"<h1>noisekd report</h1><p>{rec['run'].nunique()} runs, {len(rec)} records, from <code>{html.escape(str(runs_dir.resolve()))}</code>.</p>"]
+    if left:
+        md.append(f"**Left out**, damaged: " + '; '.join(f"`{p}` ({r})" for p, r in left.items()) + '\n')
+        htm.append(f"<p><b>Left out</b>, damaged: {html.escape('; '.join(f'{p} ({r})' for p, r in left.items()))}</p>")
     figs, tables, all_claims, all_points = [], {}, [], []
     for (ds, sc), _ in summ.groupby(['dataset', 'scale']):
         sub = summ[(summ.dataset == ds) & (summ.scale == sc)]
@@ -430,5 +482,5 @@ def write_report(runs_dir, # the runs folder to collect records from
     atomic_write(out/'report.html', f"<!doctype html><html><head><meta charset='utf-8'><title>noisekd report</title>{style}</head><body>{''.join(htm)}</body></html>\n")
     counts = cl.status.value_counts().to_dict()
     summary_line = f"report: {(out/'report.html').resolve()} ({len(figs)} figures, {len(tables)} tables; claims: " + \
-                   ', '.join(f'{v} {k}' for k, v in counts.items()) + ')'
-    return dict(out=out, figures=figs, tables=tables, claims=cl, records=rec, summary=summary_line)
+                   ', '.join(f'{v} {k}' for k, v in counts.items()) + ')' + (f'; {len(left)} damaged file(s) left out' if left else '')
+    return dict(out=out, figures=figs, tables=tables, claims=cl, records=rec, summary=summary_line, left_out=left)

@@ -139,11 +139,9 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
         rec = load_json(path/METRICS); _check_same_run(path, rec.get('meta', {}), meta); return rec
     _check_writable(path); remove_stale_temps(path)   # a killed run's half-written checkpoint
     start, history = 0, []
-    if (path/CHECKPOINT).is_file():
-        try: ck = torch.load(path/CHECKPOINT, weights_only=True, map_location='cpu'); old = json.loads(ck['meta'])
-        except Exception as e:
-            raise NoisekdError(f"The checkpoint {path/CHECKPOINT} is unreadable ({type(e).__name__}: {str(e)[:200]}). "
-                               f"Delete it to train this run from the start.") from None
+    ck = _read_checkpoint(path/CHECKPOINT)
+    if ck is not None:
+        old = json.loads(ck['meta'])
         diff = {k: (old.get(k), v) for k, v in meta.items() if k in old and old.get(k) != v}
         check(not diff, f"The checkpoint in {path} belongs to a different run (saved vs asked: {diff}). "
                         f"Use another output folder, or delete {path/CHECKPOINT} to start afresh.")
@@ -165,6 +163,19 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
     save_json(rec, path/METRICS)
     (path/CHECKPOINT).unlink(missing_ok=True)
     return rec
+
+def _read_checkpoint(f:Path):
+    "The checkpoint in `f`, or None: none there, or damaged, then moved aside (`<name>.damaged-<time>`) so the run starts over."
+    if not f.is_file(): return None
+    try:
+        ck = torch.load(f, weights_only=True, map_location='cpu'); json.loads(ck['meta']); ck['model'], ck['opt']
+        return ck
+    except Exception as e:
+        aside = f.with_name(f"{f.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(f, aside)
+        warn(f"the checkpoint {f} is damaged ({type(e).__name__}: {str(e)[:200]}); it was moved to {aside.name} "
+             "and this run starts over from epoch 1.")
+        return None
 
 def _same(a, b) -> bool: return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 

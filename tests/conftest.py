@@ -32,3 +32,6 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep('-', 'fault injection')
         terminalreporter.write_line(f"{TALLY['cases tried']} bad-input cases tried, {TALLY['rejected cleanly']} rejected cleanly; "
                                     f"{TALLY['kills']} kills (SIGKILL) survived; runs lost: {TALLY['runs lost']}")
+        if TALLY['fuzz cases tried']:
+            terminalreporter.write_line(f"fuzzing: {TALLY['fuzz cases tried']} generated bad command lines tried, {TALLY['fuzz refused cleanly']} "
+                                        "refused cleanly (exit 2, one error line naming the option, no traceback, nothing written)")

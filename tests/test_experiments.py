@@ -2,7 +2,8 @@
 after a kill, going on past a failure), the report and the demo."""
 import os, sys, json, time, signal, subprocess, textwrap
 from pathlib import Path
-import pandas as pd, pytest
+import shutil
+import pandas as pd, pytest, torch
 from conftest import ROOT, TALLY, run_noisekd
 
 def _mtimes(runs): return {p: p.stat().st_mtime_ns for p in Path(runs).rglob('model.pth')}
@@ -44,14 +45,17 @@ def test_reproduce_counts_skips_and_reports_failures(tmp_path):
     before = _mtimes(runs); assert len(before) == 12
     r = run_noisekd(*args)                                        # a second call retrains nothing
     assert '0 run(s) done, 14 already done, 0 failed' in r.stdout and _mtimes(runs) == before
-    # an injected failure: one student's checkpoint is unreadable; the others still run and the failure is named
+    # an injected failure: one student's folder holds another run's checkpoint; the others still run and the failure is named
     bad = runs/'tiny/digits/students/at+h-c0-T0/seed1'
-    bad.mkdir(parents=True); (bad/'checkpoint.pth').write_bytes(b'garbage')
+    bad.mkdir(parents=True); torch.save(dict(meta='{"seed": 99}', model={}, opt={}), bad/'checkpoint.pth')
+    dmg = runs/'tiny/digits/students/at-c0-T0/seed1'; shutil.rmtree(dmg); dmg.mkdir(); (dmg/'checkpoint.pth').write_bytes(b'garbage')
     r = run_noisekd('reproduce', 'table2', '--scale', 'tiny', '--seeds', '2', '--runs', runs, '--root', tmp_path/'data',
                     '--executor', 'inline', check=False)
     assert r.returncode == 1
-    assert 'failed: tiny/digits/students/at+h-c0-T0/seed1' in r.stdout and 'is unreadable' in r.stdout
+    assert 'failed: tiny/digits/students/at+h-c0-T0/seed1' in r.stdout and 'belongs to a different run' in r.stdout
     assert (runs/'tiny/digits/students/at+ft-c0-T0.3/seed1'/'model.pth').is_file()      # the sweep went on
+    assert 'is damaged' in r.stderr and 'starts over' in r.stderr, r.stderr[-2000:]      # a damaged checkpoint: the run restarted
+    assert (dmg/'model.pth').is_file() and len(list(dmg.glob('checkpoint.pth.damaged-*'))) == 1
     (bad/'checkpoint.pth').unlink()
     r = run_noisekd('reproduce', 'table2', '--scale', 'tiny', '--seeds', '2', '--runs', runs, '--root', tmp_path/'data', '--executor', 'inline')
     assert '1 run(s) done' in r.stdout and '0 failed' in r.stdout

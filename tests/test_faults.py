@@ -68,8 +68,9 @@ CASES = [
     ('model-missing', 'a model path with nothing there', lambda t, f: load_model(t/'nothing'), 'No trained model'),
     ('model-other-arch', 'a checkpoint of another architecture', lambda t, f: load_model(_trained(t), expect=dict(arch='wrn_40_2')), "has arch='wrn_10_1', but 'wrn_40_2'"),
     ('model-corrupt', 'a corrupt model file', lambda t, f: (t/'bad.pth').write_bytes(b'junk') and load_model(t/'bad.pth'), 'is corrupt or not a noisekd model'),
-    ('checkpoint-corrupt', 'an unreadable checkpoint', lambda t, f: ((t/'ck').mkdir(), (t/'ck'/'checkpoint.pth').write_bytes(b'junk'),
-        train_model(t/'ck', 'digits', 'wrn_10_1', size=8, epochs=1, subset=32, progress=False)), 'is unreadable'),
+    ('checkpoint-foreign', "another run's checkpoint in the run folder", lambda t, f: ((t/'ck').mkdir(),
+        torch.save(dict(meta='{"seed": 99}', model={}, opt={}), t/'ck'/'checkpoint.pth'),
+        train_model(t/'ck', 'digits', 'wrn_10_1', size=8, epochs=1, subset=32, progress=False)), 'belongs to a different run'),
     ('runs-unwritable', 'a runs folder that is not writable', lambda t, f: execute([], '/proc/noisekd-runs'), 'Cannot write into the run folder'),
     ('corruption-unknown', 'unknown corruption name', lambda t, f: corrupt(np.zeros((1, 8, 8, 3), np.uint8), 'blur', 1), "Did you mean"),
     ('severity-range', 'corruption severity outside 1..5', lambda t, f: corrupt(np.zeros((1, 8, 8, 3), np.uint8), 'fog', 6), 'severity must be an integer 1..5'),
@@ -93,8 +94,9 @@ CLI_CASES = [
     ('cli-notebook', ['run', 'studnet'], "Did you mean 'student'"),
     ('cli-param-name', ['run', 'student', '-p', 'sigmaa', '0.1'], "Unknown parameter(s) ['sigmaa']"),
     ('cli-param-value', ['run', 'student', '-p', 'method', 'mc', '-p', 'rate', '2', '-p', 'teacher', 'x', '-p', 'out', 'OUT'], 'MC rate r must satisfy 0 <= MC rate r <= 1, got 2'),
+    ('cli-device', ['reproduce', 'table1', '--scale', 'tiny', '--device', 'cuda:7', '--runs', 'OUT'], '--device: Device'),
     ('cli-report', ['report', '--runs', 'OUT'], 'No records under'),
-    ('cli-runs-unwritable', ['reproduce', 'table1', '--scale', 'tiny', '--runs', '/proc/noisekd-runs'], 'Cannot write into the run folder'),
+    ('cli-runs-unwritable', ['reproduce', 'table1', '--scale', 'tiny', '--runs', '/proc/noisekd-runs'], '--runs /proc/noisekd-runs: cannot write into /proc'),
 ]
 
 @pytest.mark.parametrize('case', CLI_CASES, ids=[c[0] for c in CLI_CASES])
