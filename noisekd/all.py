@@ -21,6 +21,7 @@ from .train import *
 from .experiments import *
 from .cluster import *
 from .report import *
+from .evidence import *
 import importlib as _il
-_MODULES = ['core', 'data', 'download', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'cluster', 'report']
+_MODULES = ['core', 'data', 'download', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'cluster', 'report', 'evidence']
 __all__ = [n for _m in _MODULES for n in _il.import_module(f'noisekd.{_m}').__all__]
