@@ -228,7 +228,7 @@ def preflight(args, log=warn):
             check(str(args.runs).strip() != '', "give the runs folder (default: runs).")
             check(Path(args.runs).is_dir(), f"No records under {args.runs}: " + ("it is a file, not a runs folder." if Path(args.runs).exists()
                   else "no such folder. Give the folder that noisekd reproduce --runs wrote (default: runs)."))
-        check_folder(args.out or Path(args.runs)/'report', '--out')
+        check_folder(Path(args.runs)/'report' if args.out is None else args.out, '--out')   # '' is a wrong value, not the default
     elif args.cmd == 'bench':
         from noisekd.bench import check_bench_args
         check_bench_args(args)
