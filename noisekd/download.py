@@ -35,27 +35,27 @@ class Source:
     archives: tuple  # the `Archive`s to fetch
     folder: str      # the folder it occupies under the root (None: the files sit in the root, as SVHN's do)
     key: str = None  # for a tar archive: the entry that marks the dataset's top folder inside it
-    home: str = ''   # the publisher's page
 
 _FASHION_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 SOURCES = {
     'cifar10': Source('CIFAR-10', (Archive('cifar-10-python.tar.gz', 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz',
                                            'c58f30108f718f92721af3b95e74349a', 170_498_071),),
-                      'cifar-10-batches-py', 'batches.meta', 'https://www.cs.toronto.edu/~kriz/cifar.html'),
-    'cifar10c': Source('CIFAR-10-C', (Archive('CIFAR-10-C.tar', 'https://zenodo.org/records/2535967/files/CIFAR-10-C.tar',
+                      'cifar-10-batches-py', 'batches.meta'),
+    'cifar10c': Source('CIFAR-10-C', (Archive('CIFAR-10-C.tar', 'https://zenodo.org/records/2535967/files/CIFAR-10-C.tar?download=1',
                                               '56bf5dcef84df0e2308c6dcbcbbd8499', 2_918_471_680),),
-                       'CIFAR-10-C', 'labels.npy', 'https://zenodo.org/records/2535967'),
-    'cinic10': Source('CINIC-10', (Archive('CINIC-10.tar.gz', 'https://datashare.ed.ac.uk/bitstream/handle/10283/3192/CINIC-10.tar.gz',
+                       'CIFAR-10-C', 'labels.npy'),
+    'cinic10': Source('CINIC-10', (Archive('CINIC-10.tar.gz', 'https://datashare.ed.ac.uk/server/api/core/bitstreams/'
+                                           'e8e186cc-2688-48f1-aa5a-3fda1a43f8b6/content',
                                            '6ee4d0c996905fe93221de577967a372', 687_544_992),),
-                      'cinic-10', 'test', 'https://datashare.ed.ac.uk/handle/10283/3192'),
+                      'cinic-10', 'test'),
     'svhn': Source('SVHN', (Archive('train_32x32.mat', 'http://ufldl.stanford.edu/housenumbers/train_32x32.mat',
                                     'e26dedcc434d2e4c54c9b2d4a06d8373', 182_040_794),
                             Archive('test_32x32.mat', 'http://ufldl.stanford.edu/housenumbers/test_32x32.mat',
                                     'eb5a983be6a315427106f1b164d9cef3', 64_275_384)),
-                   None, None, 'http://ufldl.stanford.edu/housenumbers/'),
+                   None, None),
     'fashion-mnist': Source('Fashion-MNIST', tuple(Archive(f, _FASHION_URL + f, m, s) for (f, m), s in
                                                    zip(FASHION_FILES.items(), (26_421_880, 29_515, 4_422_102, 5_148))),
-                            'fashion-mnist', None, 'https://github.com/zalandoresearch/fashion-mnist'),
+                            'fashion-mnist', None),
 }
 
 def sources_with(md5s:dict=None) -> dict:
@@ -288,6 +288,7 @@ DATA_HELP = 'fetch the datasets (official archives, published MD5s, resumable) o
 
 def _names(names) -> list:
     names = list(names or []) or ['all']
+    check('digits' not in names, "The digits ship with scikit-learn: there is nothing to fetch or check.")
     return list(SOURCES) if 'all' in names else [check_choice('dataset', n, list(SOURCES) + ['all']) for n in names]
 
 def data_get(names, root=None, mirror=None, md5s=None, progress=True, log=print) -> dict:

@@ -111,10 +111,11 @@ def test_killed_download_resumes(tmp_path):
     assert len(load_svhn(root, 'train', checksums=False)) == 400
     assert not (root/dl.DOWNLOADS).exists()
 
-def test_data_check_found_missing_damaged(fixtures_published, tmp_path, capsys):
+def test_data_check_found_missing_damaged(fixtures_published, tmp_path, capsys, monkeypatch):
     url, md5s, _ = fixtures_published
     root = tmp_path/'data'
-    dl.data_get(['cifar10', 'cinic10', 'cifar10c'], root, url, progress=False, log=lambda *a: None)
+    monkeypatch.setenv('NOISEKD_MIRROR', url)                                         # the mirror from the environment
+    dl.data_get(['cifar10', 'cinic10', 'cifar10c'], root, progress=False, log=lambda *a: None)
     (root/'cinic-10'/'test'/'dog').rename(root/'cinic-10'/'test'/'dgo')
     code, out, _ = _main(['data', 'check', 'cifar10', 'cinic10', 'cifar10c', 'svhn', '--root', root], capsys)
     assert code == 1
