@@ -194,6 +194,19 @@ def _check_run(notebook, params:list, output=None):
         with option('-p device'): check_device(v['device'])
     if v.get('root') is not None:
         with option('-p root'): check(not Path(v['root']).is_file(), f"{v['root']} is a file: give the data folder.")
+    from noisekd.data import DATASETS
+    from noisekd.models import get_model
+    from noisekd.callbacks import parse_method
+    if 'dataset' in v:                                    # each parameter alone first, so that the message names it
+        with option('-p dataset'): check_choice('dataset', v['dataset'], DATASETS)
+    if 'scale' in v:
+        with option('-p scale'): get_scale(v['scale'])
+    if v.get('arch') is not None:
+        with option('-p arch'): get_model(v['arch'])
+    if 'method' in v:
+        with option('-p method'): parse_method(v['method'])
+    if 'evals' in v and v['evals'] is not None:
+        with option('-p evals'): check_evals(v['evals'], v['dataset'])
     if src.stem == 'teacher':
         teacher_config(v['out'], v['dataset'], v['seed'], v['p'], v['label_noise'], v['scale'], v['arch'], v['root'], v['device'])
     elif src.stem == 'student':
@@ -207,10 +220,8 @@ def _check_run(notebook, params:list, output=None):
                 m = load_model(t)
                 check(m.meta['dataset'] == v['dataset'], f"the teacher in {t} was trained on {m.meta['dataset']}, not {v['dataset']}.")
     elif src.stem == 'evaluate':
+        if v['out']: check_output_file(v['out'], '-p out', ('.csv',))      # '' or null: the records are not written
         with option('-p model'): load_model(v['model'], expect=dict(dataset=v['dataset']))
-        with option('-p evals'): check_evals(v['evals'], v['dataset'])
-        with option('-p scale'): get_scale(v['scale'])
-        if v['out']: check_output_file(v['out'], '-p out', ('.csv',))
     elif src.stem == 'report':
         with option('-p runs'): check(Path(v['runs']).is_dir(), f"No records under {v['runs']}: no such folder.")
     if src.stem != 'evaluate': check_folder(v['out'], '-p out')
@@ -228,7 +239,7 @@ def preflight(args, log=warn):
             check(str(args.runs).strip() != '', "give the runs folder (default: runs).")
             check(Path(args.runs).is_dir(), f"No records under {args.runs}: " + ("it is a file, not a runs folder." if Path(args.runs).exists()
                   else "no such folder. Give the folder that noisekd reproduce --runs wrote (default: runs)."))
-        check_folder(Path(args.runs)/'report' if args.out is None else args.out, '--out')   # '' is a wrong value, not the default
+        check_folder(Path(args.runs)/'report' if args.out is None else args.out, '--out')
     elif args.cmd == 'bench':
         from noisekd.bench import check_bench_args
         check_bench_args(args)
@@ -299,7 +310,7 @@ def main(argv=None):
             from noisekd.bench import bench_from_args
             bench_from_args(args)
     except NoisekdError as e:
-        print(f"noisekd: error: {e}", file=sys.stderr); sys.exit(2)
+        print(f"noisekd: error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)   # one line, whatever a value held
     except KeyboardInterrupt:
         print("noisekd: interrupted; finished work is kept and a rerun resumes.", file=sys.stderr); sys.exit(130)
 

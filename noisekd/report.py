@@ -67,6 +67,7 @@ def collect(runs_dir, # the runs folder
     lines = [f"{p}: {r}" for p, r in bad.items()]
     check(not (strict and bad), f"{len(bad)} damaged file(s) under {runs_dir}: " + '; '.join(lines) + ". Move or delete them, "
                                 "or rerun the runs, or leave out --strict to report the rest.")
+    lines = [' '.join(l.split()) for l in lines]           # one line each, whatever an error message held
     for l in lines: log(f"left out {l}")
     check(frames, f"No records under {runs_dir}" + (f" that can be read ({len(bad)} damaged file(s), named above)." if bad else
                   ": run some experiments first (noisekd reproduce … or noisekd demo)."))
