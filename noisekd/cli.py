@@ -240,6 +240,9 @@ def preflight(args, log=warn):
             check(Path(args.runs).is_dir(), f"No records under {args.runs}: " + ("it is a file, not a runs folder." if Path(args.runs).exists()
                   else "no such folder. Give the folder that noisekd reproduce --runs wrote (default: runs)."))
         check_folder(Path(args.runs)/'report' if args.out is None else args.out, '--out')
+        if args.strict:                       # a damaged file is refused before the report is written
+            from noisekd.report import collect
+            with option('--runs'): collect(args.runs, strict=True, log=lambda *a: None)
     elif args.cmd == 'bench':
         from noisekd.bench import check_bench_args
         check_bench_args(args)

@@ -79,7 +79,9 @@ def summarize(records:pd.DataFrame) -> pd.DataFrame:
     seeds = (records['kind'] == 'teacher') & (records['metric'] == 'clean_acc_last_epoch')   # each teacher seed
     r = records[records['kind'].isin(['student', 'select']) | seeds].copy()
     r.loc[seeds, 'metric'] = 'teacher_seed_acc'; r.loc[r['kind'] == 'select', 'kind'] = 'teacher'
-    keys = [k for k in KEYS if k in r.columns]
+    for k in KEYS:                                        # a report of a few runs may lack a column (e.g. no corruptions)
+        if k not in r.columns: r[k] = np.nan
+    keys = list(KEYS)
     g = r.groupby([r[k].fillna(-1) if k not in ('dataset', 'scale', 'kind', 'method', 'metric', 'corruption') else r[k].astype(object).fillna('')
                    for k in keys], dropna=False)['value']
     s = g.agg(mean='mean', std='std', n='count').reset_index()
@@ -299,6 +301,7 @@ def claims(summary:pd.DataFrame, # from `summarize`
           ) -> pd.DataFrame:
     "The paper's claims for `dataset`, one row each: supported or contradicted when every comparison is, else inconclusive."
     pts, rows = claim_points(summary, dataset), []
+    if 'confounded' not in pts: pts['confounded'] = False   # nothing measured: no comparison has a teacher to compare
     for (text, source), g in pts.groupby(['claim', 'source'], sort=False):
         v = set(g.verdict); status = v.pop() if len(v) == 1 else 'inconclusive'
         many = len(g) > 1
