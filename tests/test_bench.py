@@ -91,7 +91,7 @@ def test_cpu_fast_path_matches_fp32_accuracy():
     bf, fp = [_fast_acc(s, True) for s in SEEDS], [_fast_acc(s, False) for s in SEEDS]
     n = len(SEEDS); tol = max(4 * math.sqrt(statistics.variance(bf) / n + statistics.variance(fp) / n), 2.0)
     print(f"bf16 {bf} (mean {statistics.mean(bf):.2f}), fp32 {fp} (mean {statistics.mean(fp):.2f}), tolerance {tol:.2f}")
-    assert min(bf + fp) > 75, (bf, fp)
+    assert min(bf + fp) > 50, (bf, fp)   # they learn (chance: 10 %); 640 images give 67-77 % here
     assert abs(statistics.mean(bf) - statistics.mean(fp)) <= tol, (bf, fp, tol)
 
 @pytest.mark.parametrize('fickle', [False, True])
