@@ -12,7 +12,7 @@ def fake_data(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
     write_fake_cifar10(root, n_train=60, n_test=20)
     write_fake_svhn(root, n_train=60, n_test=20)
-    write_fake_cinic(root, n_imagenet=3, n_cifar=1)
+    for split in ('train', 'valid', 'test'): write_fake_cinic(root, n_imagenet=3, n_cifar=1, split=split)  # whole, as `data check` wants
     write_fake_cifar10c(root, n=20)
     return root
 
