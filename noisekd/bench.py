@@ -394,7 +394,7 @@ def check_bench_args(a):
     if not a.no_torchattacks and a.pgd_images != 0:
         check(importlib.util.find_spec('torchattacks') is not None, "The attack reference needs torchattacks: pip install torchattacks, "
               "or pass --no-torchattacks (or --pgd-images 0).")
-    if a.out: check_output_file(a.out, '--out', BENCH_OUT)
+    if a.out is not None: check_output_file(a.out, '--out', BENCH_OUT)   # --out '' is a mistake, not 'no file'
 
 def bench_from_args(a) -> pd.DataFrame:
     "Run the benchmark with the options parsed by a `bench_parser` (checked first), print the table and write `--out`."

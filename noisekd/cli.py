@@ -237,6 +237,9 @@ def preflight(args, log=warn):
             check(Path(args.runs).is_dir(), f"No records under {args.runs}: " + ("it is a file, not a runs folder." if Path(args.runs).exists()
                   else "no such folder. Give the folder that noisekd reproduce --runs wrote (default: runs)."))
         check_folder(Path(args.runs)/'report' if args.out is None else args.out, '--out')
+        if args.strict:
+            from noisekd.report import collect
+            collect(args.runs, strict=True, log=lambda m: None)   # every file read before the report is written
     elif args.cmd == 'bench':
         from noisekd.bench import check_bench_args
         check_bench_args(args)
