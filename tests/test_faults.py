@@ -89,7 +89,7 @@ def test_bad_input_is_refused(case, tmp_path, fake_data):
 CLI_CASES = [
     ('cli-table', ['reproduce', 'tabel1'], "Unknown table 'tabel1'. Did you mean 'table1'"),
     ('cli-dataset', ['reproduce', 'table1', '--dataset', 'cifar', '--dry-run'], "Did you mean 'cifar10'"),
-    ('cli-seeds', ['reproduce', 'table1', '--seeds', '0', '--dry-run'], 'seeds must be a positive integer'),
+    ('cli-seeds', ['reproduce', 'table1', '--seeds', '0', '--dry-run'], '--seeds must be an integer >= 1, got 0'),
     ('cli-scale', ['reproduce', 'table1', '--scale', 'huge', '--dry-run'], "Unknown scale 'huge'"),
     ('cli-notebook', ['run', 'studnet'], "Did you mean 'student'"),
     ('cli-param-name', ['run', 'student', '-p', 'sigmaa', '0.1'], "Unknown parameter(s) ['sigmaa']"),
