@@ -169,7 +169,8 @@ _WORDS = {int: 'an integer', float: 'a number', str: 'a string', bool: 'true or 
 def _check_param(k, v):
     want = _PARAM_TYPES.get(k, (str,))
     ok = isinstance(v, want) and not (isinstance(v, bool) and bool not in want)
-    check(ok, f"-p {k} must be {' or '.join(dict.fromkeys(_WORDS[t] for t in want))}, got {v!r}.")
+    words = ' or '.join(dict.fromkeys(_WORDS[t] for t in want)).replace('an integer or a number', 'a number')
+    check(ok, f"-p {k} must be {words}, got {v!r}.")
 
 def _default(s):
     import ast

@@ -32,7 +32,9 @@ def _records(f:Path) -> pd.DataFrame:
     if not len(df): raise ValueError("holds no records")
     v = pd.to_numeric(df['value'], errors='coerce')
     if v.isna().any() or df['metric'].isna().any(): raise ValueError(f"damaged: row {int(np.argmax(v.isna() | df['metric'].isna())) + 2} has no metric or no number")
-    return df.assign(value=v)
+    from noisekd.experiments import RUN_COLS
+    from noisekd.evaluate import RECORD_COLS
+    return df.assign(value=v).reindex(columns=list(dict.fromkeys(RUN_COLS + RECORD_COLS + list(df.columns))))   # older files: missing columns empty
 
 def _damage(f:Path):
     "What is wrong with a run's `metrics.json`, `best.json`, `model.pth` or `checkpoint.pth` (None: it reads)."
@@ -258,7 +260,7 @@ def claim_points(summary:pd.DataFrame, # from `summarize`
             rows.append(dict(claim=text, source=source, point=lbl, mean_a=sa[0], sd_a=sa[1], mean_b=sb[0], sd_b=sb[1], **w,
                              verdict=verdict(w), paper_delta=pa - pb, teacher_a=ta[0] if ta else np.nan,
                              teacher_b=tb[0] if tb else np.nan, confounded=confounded(ta, tb)))
-        if len(rows) == n0: rows.append(dict(claim=text, source=source, point='', verdict='not measured'))
+        if len(rows) == n0: rows.append(dict(claim=text, source=source, point='', verdict='not measured', confounded=None))   # a folder of teachers only has no comparison
     ps = sorted(s.loc[(s.dataset == D) & (s.method == 'ft'), 'p'].dropna().unique())
     sig = lambda m: sorted(s.loc[(s.dataset == D) & (s.method == m), 'sigma'].dropna().unique())
     sigmas = [x for x in sig('sr') if x in sig('ga')]
@@ -301,7 +303,6 @@ def claims(summary:pd.DataFrame, # from `summarize`
           ) -> pd.DataFrame:
     "The paper's claims for `dataset`, one row each: supported or contradicted when every comparison is, else inconclusive."
     pts, rows = claim_points(summary, dataset), []
-    if 'confounded' not in pts: pts['confounded'] = False   # nothing measured: no comparison has a teacher to compare
     for (text, source), g in pts.groupby(['claim', 'source'], sort=False):
         v = set(g.verdict); status = v.pop() if len(v) == 1 else 'inconclusive'
         many = len(g) > 1
