@@ -12,16 +12,35 @@ import pandas as pd
 from .core import *
 
 # %% auto #0
-__all__ = ['load_evidence']
+__all__ = ['load_evidence', 'save_evidence']
 
 # %% ../nbs/13_evidence.ipynb #f56e3314
 def _evidence_dir() -> Path:
     import noisekd
     return Path(noisekd.__file__).parent/'evidence'
 
-def load_evidence(name:str='fashion-mnist-cpu', # a record set shipped in `noisekd/evidence/`
+def load_evidence(name:str='fashion-mnist-cpu', # a record set in `folder`
+                  folder=None, # default: the sets shipped in `noisekd/evidence/`
                  ) -> tuple[pd.DataFrame, dict]:
     "The tidy records of a committed run and how it was made (command, commit, machine, time)."
-    d = _evidence_dir(); have = sorted(p.stem for p in d.glob('*.csv'))
+    d = Path(folder or _evidence_dir()); have = sorted(p.stem for p in d.glob('*.csv'))
     f = d/f'{check_choice("evidence", name, have)}.csv'
     return pd.read_csv(f), json.loads(f.with_suffix('.json').read_text())
+
+def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
+                  name:str, # the record set's name: `<name>.csv` and `<name>.json`
+                  folder=None, # default: `noisekd/evidence/` (to commit with the package)
+                  **how, # how the runs were made: command, commit, machine, times, ... (stored as given)
+                 ) -> pd.DataFrame:
+    "Collect the records under `runs` (strictly: a damaged file stops it) into `name`.csv, and `how` with the software into `name`.json."
+    import platform, torch, fastai
+    from noisekd.report import collect
+    runs, d = Path(runs), Path(folder or _evidence_dir())
+    rec = collect(runs, strict=True)
+    rec['run'] = [str(Path(r).relative_to(runs)) if Path(r).is_relative_to(runs) else r for r in rec['run']]   # no machine's paths
+    how = dict(how, runs=int(rec['run'].nunique()), records=len(rec),
+               software=f"Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}")
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write(d/f'{name}.csv', rec.to_csv(index=False))
+    atomic_write(d/f'{name}.json', json.dumps(how, indent=1) + '\n')
+    return rec
