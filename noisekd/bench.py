@@ -325,8 +325,8 @@ def bench_markdown(df:pd.DataFrame) -> str:
     a = df.attrs
     head = (f"{a.get('device_name')} ({a.get('device')}, {a.get('threads')} threads), torch {a.get('torch')}, fastai {a.get('fastai')}, "
             f"{a.get('date')}; batch {a.get('bs')}, {a.get('n_batches')} timed batches after {a.get('warmup')} warm-up, "
-            f"PGD on {a.get('pgd_images')} images in batches of {a.get('pgd_bs')} "
-            f"(noisekd: {a.get('pgd_rows_per_pass')} rows a pass), {a.get('repeats')} run(s) a side, "
+            + (f"PGD on {a.get('pgd_images')} images in batches of {a.get('pgd_bs')} (noisekd: {a.get('pgd_rows_per_pass')} rows a pass), "
+               if a.get('pgd_images') else "no PGD, ") + f"{a.get('repeats')} run(s) a side, "
             + ("median epoch rate" if a.get('timing') == 'epoch' else "best rate (fastest batch / run)") + "; fast path: "
             + (', '.join(k for k, v in a.get('fast', {}).items() if v) or 'off (fp32)')
             + (f" ({a['bf16_support']})" if a.get('bf16_support') else ''))

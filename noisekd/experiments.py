@@ -56,7 +56,7 @@ SCALES = {
                    ft_ps=(0.1, 0.3, 0.5), ft_p_addon=0.3, sigmas=(0.02, 0.05, 0.1, 0.2, 0.5), sigmas_attack=(0.02, 0.05, 0.2, 0.5),
                    mc_rates=(0., 0.1, 0.25, 0.5), label_noises=(0., 0.1, 0.25, 0.5), pgd_n=360,
                    pgd_steps=(1, 5, 10, 20, 100), pgd_eps_255=(1, 2, 10, 25, 50, 100)),
-    'demo': Scale('demo', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.05, teacher_epoch_scale=0.15, size=16, bs=64, seeds=2,
+    'demo': Scale('demo', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.05, teacher_epoch_scale=0.15, size=16, bs=64, seeds=2, teacher_seeds=1,
                   ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2), sigmas_attack=(0.05, 0.2),
                   mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_n=200, pgd_restarts=2,
                   pgd_steps=(1, 5, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=200),
