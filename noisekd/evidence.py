@@ -27,6 +27,11 @@ def load_evidence(name:str='fashion-mnist-cpu', # a record set in `folder`
     f = d/f'{check_choice("evidence", name, have)}.csv'
     return pd.read_csv(f), json.loads(f.with_suffix('.json').read_text())
 
+def _run_id(run:str, scale:str, dataset:str) -> str:
+    "A run's path from its `scale/dataset/` folder on: what it is, not where a machine kept it (a copied folder keeps its records' old paths)."
+    k = str(run).rfind(f'/{scale}/{dataset}/')
+    return str(run)[k + 1:] if k >= 0 else str(run)
+
 def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
                   name:str, # the record set's name: `<name>.csv` and `<name>.json`
                   folder=None, # default: `noisekd/evidence/` (to commit with the package)
@@ -37,7 +42,7 @@ def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
     from noisekd.report import collect
     runs, d = Path(runs), Path(folder or _evidence_dir())
     rec = collect(runs, strict=True)
-    rec['run'] = [str(Path(r).relative_to(runs)) if Path(r).is_relative_to(runs) else r for r in rec['run']]   # no machine's paths
+    rec['run'] = [_run_id(r, s, d) for r, s, d in zip(rec['run'], rec['scale'], rec['dataset'])]
     how = dict(how, runs=int(rec['run'].nunique()), records=len(rec),
                software=f"Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}")
     d.mkdir(parents=True, exist_ok=True)
