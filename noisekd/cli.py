@@ -62,8 +62,9 @@ def reproduce(table:str, dataset:str='digits', seeds:int=None, scale:str='full',
         if not dry_run: require_dask(cluster)
     runs_list = plan(table, dataset, scale, seeds)
     S = get_scale(scale)
+    nT, nS = (sum(r.kind == k for r in runs_list) for k in ('teacher', 'student'))
     log(f"{table} on {dataset} at scale '{S.name}': {len(runs_list)} runs "
-        f"({sum(r.kind == 'teacher' for r in runs_list)} teacher seeds, {sum(r.kind == 'student' for r in runs_list)} student seeds) into {Path(runs).resolve()}")
+        f"({nT} teacher seed{'s' * (nT != 1)}, {nS} student seed{'s' * (nS != 1)}) into {Path(runs).resolve()}")
     if dry_run:
         for r in runs_list: log(f"  {r.kind:8} {r.name}" + (f"  evals: {', '.join(r.evals)}" if r.evals else ''))
         return dict(planned=runs_list, done=[], skipped=[], failed={})
