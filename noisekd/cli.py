@@ -10,6 +10,7 @@ import sys, json, argparse, time, shutil, types
 from contextlib import contextmanager
 from pathlib import Path
 from .core import *
+from .core import _gib, _nearest_existing
 
 # %% auto #0
 __all__ = ['MAX_SEEDS', 'DISK_MARGIN', 'parse_value', 'notebook_path', 'run_notebook', 'reproduce', 'report', 'demo', 'option',
@@ -130,13 +131,12 @@ def train_bytes(arch:str, bs:int, size:int, teacher:str=None) -> int:
 def check_disk(runs:list, runs_dir, what:str='--runs', log=warn) -> int:
     "Refuse when the disk of `runs_dir` cannot hold the checkpoints of the `runs` not yet done; warn under `DISK_MARGIN` left. Returns the bytes needed."
     from noisekd.experiments import run_done, get_scale
-    from noisekd.core import _gib
     sizes, need = {}, 0
     for r in runs:
         if r.kind == 'select' or run_done(r, runs_dir): continue
         S = get_scale(r.scale); arch = S.teacher_arch if r.kind == 'teacher' else S.student_arch
         need += 3 * sizes.setdefault(arch, model_bytes(arch))
-    p = Path(runs_dir).absolute(); free = shutil.disk_usage(next(q for q in [p, *p.parents] if q.exists())).free
+    free = shutil.disk_usage(_nearest_existing(runs_dir)).free
     check(free >= need, f"{what} {runs_dir}: {_gib(free)} free on its disk, but the runs to do need about {_gib(need)} for their "
                         "checkpoints. Free some space, or choose a folder on another disk.")
     if free - need < DISK_MARGIN: log(f"{what} {runs_dir}: only {_gib(free - need)} of disk would be left after these runs.")
@@ -158,7 +158,7 @@ def _check_sweep(table, dataset, seeds, scale, runs, root, device, dry_run=False
     runs = check_folder(runs, runs_opt)
     if root is not None:
         with option('--root'):
-            r = Path(root).absolute(); q = next(q for q in [r, *r.parents] if q.exists())
+            r = Path(root).expanduser().absolute(); q = _nearest_existing(r)   # ~ as data_root reads it
             check(str(root).strip() and q.is_dir(), f"{root!r} is not a data folder" + (f" ({q} is a file)" if q != r or q.is_file() else '') + ".")
     if not dry_run: check_disk(plan(table, dataset, S, seeds), runs, runs_opt, log)
 

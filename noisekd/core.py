@@ -66,6 +66,11 @@ def check_int(what:str, v, lo:int=None) -> int:
     check(ok, f"{what} must be an integer" + (f" >= {lo}" if lo is not None else '') + f", got {v!r}.")
     return int(v)
 
+def _nearest_existing(path) -> Path:
+    "`path` (made absolute) if it exists, else its nearest parent that does: where a folder to be made would go."
+    p = Path(path).expanduser().absolute()
+    return next(q for q in [p, *p.parents] if q.exists())
+
 def _probe(folder:Path):
     "Create and remove a temporary file in `folder`: the one sure test that it can be written (root ignores permissions)."
     fd, tmp = tempfile.mkstemp(prefix='.noisekd-probe-', dir=folder); os.close(fd); os.unlink(tmp)
@@ -75,8 +80,7 @@ def check_folder(path, # the folder that work will write into (it may not exist 
                 ) -> Path:
     "Check that `path` is, or can be made, a writable folder, without creating anything; return it."
     check(isinstance(path, (str, Path)) and str(path).strip() != '', f"{what}: give a folder path, got {path!r}.")
-    p = Path(path).expanduser().absolute()
-    q = next(q for q in [p, *p.parents] if q.exists())
+    p = Path(path).expanduser().absolute(); q = _nearest_existing(p)
     check(q.is_dir(), f"{what} {path}: {q} is a file, not a folder. Choose a folder path.")
     try: _probe(q)
     except OSError as e:

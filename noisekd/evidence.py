@@ -42,7 +42,7 @@ def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
     from noisekd.report import collect
     runs, d = Path(runs), Path(folder or _evidence_dir())
     rec = collect(runs, strict=True)
-    rec['run'] = [_run_id(r, s, d) for r, s, d in zip(rec['run'], rec['scale'], rec['dataset'])]
+    rec['run'] = [_run_id(r, sc, ds) for r, sc, ds in zip(rec['run'], rec['scale'], rec['dataset'])]
     how = dict(how, runs=int(rec['run'].nunique()), records=len(rec),
                software=f"Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}")
     d.mkdir(parents=True, exist_ok=True)

@@ -83,9 +83,8 @@ def summarize(records:pd.DataFrame) -> pd.DataFrame:
     r.loc[seeds, 'metric'] = 'teacher_seed_acc'; r.loc[r['kind'] == 'select', 'kind'] = 'teacher'
     for k in KEYS:                                        # a report of a few runs may lack a column (e.g. no corruptions)
         if k not in r.columns: r[k] = np.nan
-    keys = list(KEYS)
     g = r.groupby([r[k].fillna(-1) if k not in ('dataset', 'scale', 'kind', 'method', 'metric', 'corruption') else r[k].astype(object).fillna('')
-                   for k in keys], dropna=False)['value']
+                   for k in KEYS], dropna=False)['value']
     s = g.agg(mean='mean', std='std', n='count').reset_index()
     for k in ('p', 'sigma', 'rate', 'label_noise'): s[k] = s[k].replace(-1, np.nan)
     return s
