@@ -217,10 +217,10 @@ def pgd_rates(model:nn.Module, data:ImageArrays, bs:int=128, device='cpu', steps
     "Median images/s and robust accuracy of PGD-`steps`×`restarts`: noisekd (fp32, and bf16 when `fast.bf16`) and torchattacks."
     device = torch.device(device); fast = as_fast(fast).resolve(device)
     max_batch = pgd_rows(max_batch, device, bs, restarts)
-    model = copy.deepcopy(model).to(device).eval()
-    if fast.channels_last: model.to(memory_format=torch.channels_last)
+    model = copy.deepcopy(model).to(device).eval()       # fp32 rows: the model as `evaluate` attacks it (NCHW, as loaded)
+    fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last) if fast.channels_last else model
     runs = {'noisekd': lambda: _noisekd_pgd(model, data.x, data.y, bs, device, steps, restarts, max_batch=max_batch)}
-    if fast.bf16: runs['noisekd bf16'] = lambda: _noisekd_pgd(model, data.x, data.y, bs, device, steps, restarts, True, max_batch)
+    if fast.bf16: runs['noisekd bf16'] = lambda: _noisekd_pgd(fast_model, data.x, data.y, bs, device, steps, restarts, True, max_batch)
     if reference_attack: runs['torchattacks'] = lambda: _torchattacks_pgd(model, data.x, data.y, bs, device, steps, restarts)
     res = {k: [] for k in runs}
     for r in range(repeats):
