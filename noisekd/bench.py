@@ -11,18 +11,20 @@ from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from .core import *
+from .bench_options import *
 from .data import ImageArrays, make_dls, CIFAR10_CLASSES, load_digits, resize
 from .models import get_model, dropout_modules, Dropout
 from .callbacks import method_callbacks
 from .attacks import robust_accuracy
 from .train import FastPath, as_fast, make_learner, fit_run
 from fastai.callback.core import Callback
+_all_ = ['BENCH_HELP', 'bench_parser']
 
 # %% auto #0
-__all__ = ['KD_METHODS', 'TARGETS', 'BENCH_HELP', 'BENCH_OUT', 'HWCDataset', 'plain_loader', 'plain_train_epoch',
-           'plain_accuracy', 'sync', 'Clock', 'bench_data', 'torch_dropout', 'kd_rates', 'pgd_rows', 'pgd_rates',
-           'device_name', 'bench', 'bench_markdown', 'print_bench', 'plot_bench', 'bench_parser', 'check_bench_args',
-           'bench_from_args', 'bench_main']
+__all__ = ['KD_METHODS', 'TARGETS', 'BENCH_OUT', 'HWCDataset', 'plain_loader', 'plain_train_epoch', 'plain_accuracy', 'sync',
+           'Clock', 'bench_data', 'torch_dropout', 'kd_rates', 'pgd_rows', 'pgd_rates', 'device_name', 'bench',
+           'bench_markdown', 'print_bench', 'plot_bench', 'check_bench_args', 'bench_from_args', 'bench_main',
+           'BENCH_HELP', 'bench_parser']
 
 # %% ../nbs/11_bench.ipynb #7a0b5c9e
 class HWCDataset(torch.utils.data.Dataset):
@@ -354,37 +356,6 @@ def plot_bench(df:pd.DataFrame, ax=None):
     return ax
 
 # %% ../nbs/11_bench.ipynb #9c1e3a5b
-BENCH_HELP = "images/s of noisekd's KD epochs and PGD beside a plain PyTorch loop and torchattacks, on one device"
-
-def bench_parser(p=None):
-    "Add the benchmark's options to the argparse parser `p` (e.g. the `bench` sub-command's), or make one."
-    import argparse
-    if p is None: p = argparse.ArgumentParser(prog='noisekd bench', description=BENCH_HELP[0].upper() + BENCH_HELP[1:] + '.')
-    p.add_argument('--device', default=None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)")
-    p.add_argument('--batches', type=int, default=None, help='timed training batches (default: 3 on a CPU, 50 on a GPU)')
-    p.add_argument('--bs', type=int, default=128, help='batch size (default 128)')
-    p.add_argument('--size', type=int, default=32, help='image side (default 32)')
-    p.add_argument('--methods', default='hinton,ft,sr', help='KD methods, comma-separated (default hinton,ft,sr)')
-    p.add_argument('--pgd-images', type=int, default=None, help='images to attack (default: one batch on a CPU, 2000 on a GPU; 0: none)')
-    p.add_argument('--pgd-bs', type=int, default=None, help='images per attack batch (default: --bs)')
-    p.add_argument('--pgd-max-batch', type=int, default=None, help="rows per pass of noisekd's attack (default: all restarts·batch rows "
-                   "on a GPU, one batch on a CPU, where smaller passes stay in cache; 0: all)")
-    p.add_argument('--steps', type=int, default=20); p.add_argument('--restarts', type=int, default=5)
-    p.add_argument('--threads', type=int, default=None, help="torch's CPU threads (default: torch's own choice)")
-    p.add_argument('--workers', type=int, default=None, help="the reference DataLoader's workers (default: 0 on a CPU, 2 on a GPU)")
-    p.add_argument('--repeats', type=int, default=1, help='runs per row and side, alternating')
-    p.add_argument('--timing', default='auto', choices=['auto', 'epoch', 'best'],
-                   help="epoch: median epoch rate; best: fastest batch (training) or run (attack); auto (default): epoch on a GPU, best on a CPU")
-    p.add_argument('--warmup', type=int, default=1, help='untimed batches first')
-    p.add_argument('--data', default='random', choices=['random', 'digits'])
-    p.add_argument('--plain', action='store_true', help="noisekd's fast path off (every switch)")
-    for s in ('resident', 'bf16', 'channels-last', 'inference-teacher', 'fused-sgd', 'sync-free'):
-        p.add_argument(f'--no-{s}', action='store_true', help=f'switch {s} off')
-    p.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
-    p.add_argument('--no-torchattacks', action='store_true', help='skip the torchattacks reference')
-    p.add_argument('--out', default=None, help='also write the table to this .md or .csv file, or its bar chart to a .png, .svg or .pdf (its folder is made)')
-    return p
-
 BENCH_OUT = ('.md', '.csv', '.png', '.svg', '.pdf')
 
 def check_bench_args(a):

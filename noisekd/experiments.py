@@ -12,68 +12,14 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch.nn as nn
 from .core import *
 from .evaluate import EVALS
+from .scales import *
+_all_ = ['Scale', 'SCALES', 'get_scale', 'TABLES']
 
 # %% auto #0
-__all__ = ['SCALES', 'TEACHER_METHODS_SCHEDULE_FT', 'TABLES', 'RUN_COLS', 'EVAL_DIR', 'RECORDS', 'Scale', 'get_scale', 'Run',
-           'plan', 'feature_weight', 'teacher_config', 'student_config', 'run_teacher', 'run_student', 'select_teacher',
-           'evaluate_run', 'plot_history', 'notebooks_dir', 'run_done', 'run_params', 'run_deps', 'execute_run',
-           'RunFailed', 'progress_text', 'run_summary', 'execute']
-
-# %% ../nbs/08_experiments.ipynb #8aa49166
-@dataclass(frozen=True)
-class Scale:
-    "How big every run of a sweep is: networks, epochs, data, grids and evaluation sizes."
-    name: str
-    teacher_arch: str = 'wrn_40_2'   # the paper's teacher
-    student_arch: str = 'wrn_16_2'   # the paper's student
-    epoch_scale: float = 1.          # multiplies every schedule's epochs (milestones stay proportional)
-    teacher_epoch_scale: float = None # the teachers' epoch multiplier (None: `epoch_scale`); short runs need longer teachers
-    size: int = None                 # image size (None: the dataset's own)
-    subset: float = None             # training images (count or fraction; None: all)
-    test_subset: int = None          # test images (None: all)
-    bs: int = 128                    # batch size
-    seeds: int = 5                   # seeds per configuration
-    teacher_seeds: int = None        # teacher seeds per configuration, the best kept (None: `seeds`)
-    # grids of the paper (Tables 1-5, Figs 2-5)
-    ft_ps: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
-    ft_p_addon: float = 0.4          # the Fickle Teacher of Table 2's +FT
-    feature_methods: tuple = ('at', 'sp', 'rkd-d', 'rkd-a', 'rkd-da')
-    sigmas: tuple = (0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
-    sigmas_attack: tuple = (0.02, 0.05, 0.2, 0.5)
-    mc_rates: tuple = (0., 0.05, 0.1, 0.15, 0.25, 0.5)
-    label_noises: tuple = (0., 0.05, 0.1, 0.15, 0.25, 0.5)
-    # evaluation
-    pgd_n: int = None                # test images attacked (None: all)
-    pgd_restarts: int = 5
-    pgd_steps: tuple = (1, 5, 10, 15, 20, 100, 200, 1000)
-    pgd_eps_255: tuple = (1, 2, 10, 20, 25, 50, 100, 200)
-    ood_per_class: int = 2100        # CINIC-10 ImageNet images per class
-    corruption_n: int = None         # clean images behind a generated corrupted set (None: the whole test set)
-
-SCALES = {
-    'full': Scale('full'),
-    'small': Scale('small', 'wrn_40_2', 'wrn_16_2', epoch_scale=0.075, size=16, bs=64, seeds=3,
-                   ft_ps=(0.1, 0.3, 0.5), ft_p_addon=0.3, sigmas=(0.02, 0.05, 0.1, 0.2, 0.5), sigmas_attack=(0.02, 0.05, 0.2, 0.5),
-                   mc_rates=(0., 0.1, 0.25, 0.5), label_noises=(0., 0.1, 0.25, 0.5), pgd_n=360,
-                   pgd_steps=(1, 5, 10, 20, 100), pgd_eps_255=(1, 2, 10, 25, 50, 100)),
-    'demo': Scale('demo', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.05, teacher_epoch_scale=0.15, size=16, bs=64, seeds=2, teacher_seeds=1,
-                  ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2), sigmas_attack=(0.05, 0.2),
-                  mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_n=200, pgd_restarts=2,
-                  pgd_steps=(1, 5, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=200),
-    # Fashion-MNIST on two CPU cores, designed to test the paper's claims (see "The CPU scale" below)
-    'cpu': Scale('cpu', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.04, teacher_epoch_scale=0.1, size=16, subset=5000, bs=128, seeds=3,
-                 teacher_seeds=1, ft_ps=(0.1, 0.3), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2),
-                 sigmas_attack=(0.05, 0.2), mc_rates=(0., 0.1, 0.25), label_noises=(0.25, 0.5), pgd_n=300, pgd_restarts=2,
-                 pgd_steps=(1, 5, 10, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=1000),
-    'tiny': Scale('tiny', 'wrn_10_1', 'wrn_10_1', epoch_scale=0.005, size=8, subset=64, test_subset=32, bs=32, seeds=2,
-                  ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.1,), sigmas_attack=(0.1,),
-                  mc_rates=(0., 0.5), label_noises=(0., 0.5), pgd_n=16, pgd_restarts=2, pgd_steps=(1, 3),
-                  pgd_eps_255=(2, 50), ood_per_class=2, corruption_n=16),
-}
-
-def get_scale(scale) -> Scale:
-    "A `Scale` by name (full, small, demo, tiny), or the `Scale` given."
-    return scale if isinstance(scale, Scale) else SCALES[check_choice('scale', scale, SCALES)]
+__all__ = ['TEACHER_METHODS_SCHEDULE_FT', 'RUN_COLS', 'EVAL_DIR', 'RECORDS', 'Run', 'plan', 'feature_weight', 'teacher_config',
+           'student_config', 'run_teacher', 'run_student', 'select_teacher', 'evaluate_run', 'plot_history',
+           'notebooks_dir', 'notebook_path', 'run_done', 'run_params', 'run_deps', 'execute_run', 'RunFailed',
+           'progress_text', 'run_summary', 'execute', 'Scale', 'SCALES', 'get_scale', 'TABLES']
 
 # %% ../nbs/08_experiments.ipynb #a55b92e8
 def _g(v): return f'{float(v):g}'
@@ -115,8 +61,6 @@ class Run:
     def name(self) -> str: return str(self.path)
 
 # %% ../nbs/08_experiments.ipynb #65b1bf5c
-TABLES = ['table1', 'table2', 'table3', 'table4', 'table5', 'fig2', 'fig3', 'fig4']
-
 def _ood(dataset): return ('ood',) if dataset == 'cifar10' else ()
 def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits', 'fashion-mnist') else ()
 
@@ -343,6 +287,14 @@ def notebooks_dir() -> Path:
     for d in (Path(noisekd.__file__).parent/'notebooks', Path(noisekd.__file__).parents[1]/'nbs'/'experiments'):
         if (d/'student.ipynb').is_file(): return d
     raise NoisekdError("The experiment notebooks (teacher.ipynb, student.ipynb, …) are missing from the installation; reinstall noisekd.")
+
+def notebook_path(name) -> Path:
+    "An experiment notebook by name (teacher, student, evaluate, report) or by path."
+    p = Path(name)
+    if p.suffix == '.ipynb' or p.exists():
+        check(p.is_file(), f"No notebook at {p}."); return p
+    names = sorted(f.stem for f in notebooks_dir().glob('*.ipynb'))
+    return notebooks_dir()/f"{check_choice('notebook', name, names)}.ipynb"
 
 def _teacher_path(run:Run, runs_dir:Path) -> Path:
     sel = runs_dir/run.teacher_select().path
