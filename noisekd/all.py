@@ -16,6 +16,7 @@ from .models import *
 from .losses import *
 from .callbacks import *
 from .attacks import *
+from .corruptions import *
 from .robustness import *
 from .evaluate import *
 from .train import *
@@ -25,6 +26,6 @@ from .cluster import *
 from .report import *
 from .evidence import *
 import importlib as _il
-_MODULES = ['base', 'core', 'data', 'download', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'scales',
+_MODULES = ['base', 'core', 'data', 'download', 'models', 'losses', 'callbacks', 'attacks', 'corruptions', 'robustness', 'evaluate', 'train', 'scales',
             'experiments', 'cluster', 'report', 'evidence']
 __all__ = list(dict.fromkeys(n for _m in _MODULES for n in _il.import_module(f'noisekd.{_m}').__all__))   # a name a module passes on counts once

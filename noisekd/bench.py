@@ -7,9 +7,12 @@ Docs: https://noisekd.github.io/noisekd/bench.html.md"""
 # %% ../nbs/11_bench.ipynb #3f6e9b12
 from __future__ import annotations
 import copy, datetime, math, platform, statistics, tempfile, time
+import importlib.util
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import matplotlib.pyplot as plt, torchvision.transforms as T
+from PIL import Image
 from .core import *
 from .bench_options import *
 from .data import ImageArrays, make_dls, CIFAR10_CLASSES, load_digits, resize
@@ -33,14 +36,12 @@ class HWCDataset(torch.utils.data.Dataset):
         self.images, self.labels, self.transform = images, np.asarray(labels), transform
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
-        from PIL import Image
         img = Image.fromarray(self.images[i])
         return (self.transform(img) if self.transform else img), int(self.labels[i])
 
 def plain_loader(data:ImageArrays, bs:int=128, train:bool=True, flip:bool=True, pad:int=4, num_workers:int=0,
                  seed:int=0) -> torch.utils.data.DataLoader:
     "A torch `DataLoader` with torchvision's per-image `RandomCrop(padding=pad)`, `RandomHorizontalFlip` and `ToTensor`."
-    import torchvision.transforms as T
     size = data.x.shape[-1]
     tfms = ([T.RandomCrop(size, padding=pad)] + ([T.RandomHorizontalFlip()] if flip else []) if train else []) + [T.ToTensor()]
     ds = HWCDataset(data.x.permute(0, 2, 3, 1).numpy(), data.y.numpy(), T.Compose(tfms))
@@ -344,7 +345,6 @@ def print_bench(df:pd.DataFrame): "Print the benchmark table."; print(bench_mark
 
 def plot_bench(df:pd.DataFrame, ax=None):
     "Bars of each row's images/s, the reference beside noisekd, with the ratio above them (log scale: rows differ 100×)."
-    import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(1.3 * len(df) + 2, 3))
     i = np.arange(len(df))
     ax.bar(i - 0.2, df.ref_img_s.fillna(0), 0.4, label='reference (plain loop / torchattacks)', color='tab:gray')
@@ -360,7 +360,6 @@ BENCH_OUT = ('.md', '.csv', '.png', '.svg', '.pdf')
 
 def check_bench_args(a):
     "Refuse, before any work, every option of a `bench_parser` that the benchmark could only fail on later."
-    import importlib.util
     try: check_device(a.device)
     except NoisekdError as e: raise NoisekdError(f"--device: {e}") from None
     for opt, lo in [('batches', 1), ('bs', 1), ('size', 1), ('pgd_images', 0), ('pgd_bs', 1), ('pgd_max_batch', 0), ('steps', 1),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys, json, time, shutil, ast
 from contextlib import contextmanager
 from pathlib import Path
-import torch, papermill as pm
+import torch
 from .core import *
 from .base import _gib, _nearest_existing
 from .data import DATASETS
@@ -18,11 +18,10 @@ from .callbacks import parse_method
 from .evaluate import check_evals
 from .train import load_model, run_complete
 from .experiments import (TABLES, plan, execute, get_scale, run_done, notebooks_dir, notebook_path, teacher_config,
-                                 student_config)
-from .download import preflight_data, data_needs, notebook_needs
+                                 student_config, data_needs, notebook_needs)
+from .download import preflight_data
 from .cluster import check_cluster, require_dask, execute_cluster
 from .report import write_report, collect
-from .bench import check_bench_args
 
 # %% auto #0
 __all__ = ['MAX_SEEDS', 'DISK_MARGIN', 'parse_value', 'run_notebook', 'reproduce', 'report', 'demo', 'option', 'model_bytes',
@@ -37,6 +36,7 @@ def parse_value(v:str):
 
 def run_notebook(name, params:dict, output=None, log=print) -> Path:
     "Execute an experiment notebook with papermill; the executed copy goes to `output` (default: beside the run's `out`)."
+    import papermill as pm   # 0.75 s to import after torch: only where a notebook runs
     src = notebook_path(name)
     known = pm.inspect_notebook(str(src))
     bad = [k for k in params if k not in known]
@@ -166,6 +166,7 @@ def _default(s):
 
 def _check_run(notebook, params:list, output=None):
     "The notebook and `-p` parameters of `noisekd run`, checked as the notebook's first cell would, before a kernel starts."
+    import papermill as pm
     with option('notebook'): src = notebook_path(notebook)
     known = pm.inspect_notebook(str(src)); given = {k: parse_value(v) for k, v in params}
     bad = [k for k in given if k not in known]
@@ -208,7 +209,7 @@ def _check_run(notebook, params:list, output=None):
     if src.stem != 'evaluate': check_folder(v['out'], '-p out')
 
 def preflight(args, log=warn):
-    "Check every option of a parsed `noisekd` command before any work; a `NoisekdError` that names the option otherwise."
+    "Check every option of a parsed `noisekd demo`, `run`, `reproduce` or `report` before any work; a `NoisekdError` that names the option otherwise."
     if args.cmd == 'demo':
         out = check_folder(args.out, '--out')
         _check_sweep('all', 'digits', args.seeds, args.scale, out/'runs', out/'data', 'auto', runs_opt='--out', log=log)
@@ -223,8 +224,6 @@ def preflight(args, log=warn):
         check_folder(Path(args.runs)/'report' if args.out is None else args.out, '--out')
         if args.strict:                       # a damaged file is refused before the report is written
             with option('--runs'): collect(args.runs, strict=True, log=lambda *a: None)
-    elif args.cmd == 'bench':
-        check_bench_args(args)
 
 # %% ../nbs/09b_commands.ipynb #c0dd0006
 def run_command(args):

@@ -7,9 +7,14 @@ Docs: https://noisekd.github.io/noisekd/data.html.md"""
 # %% ../nbs/01_data.ipynb #b6214ff9
 from __future__ import annotations
 import os, pickle, random, shutil, tarfile, tempfile
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
+import scipy.io as sio, matplotlib.pyplot as plt
+from PIL import Image
+from sklearn.datasets import load_digits as _ld
+from sklearn.model_selection import train_test_split
 from .core import *
 from .download import (DATASETS, CIFAR10_CLASSES, CIFAR10C_CORRUPTIONS, FASHION_FILES, DEBIAN_FASHION, SYNTHETIC, SOURCES,
                               data_root, cifar10c_root, fashion_mnist_folder, download_dataset, _CIFAR_MD5, _debian_md5s, _md5)
@@ -76,8 +81,6 @@ def resize(data:ImageArrays, size:int) -> ImageArrays:
 # %% ../nbs/01_data.ipynb #e970604b
 def load_digits(size:int=32) -> tuple[ImageArrays, ImageArrays]:
     "scikit-learn's bundled digits as 3×`size`×`size` images: (train, test), a fixed stratified 80/20 split."
-    from sklearn.datasets import load_digits as _ld
-    from sklearn.model_selection import train_test_split
     d = _ld()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16
     x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False).clamp(0, 1)
@@ -89,7 +92,6 @@ def load_digits(size:int=32) -> tuple[ImageArrays, ImageArrays]:
 # %% ../nbs/01_data.ipynb #a6474301
 def show_images(data:ImageArrays, n:int=8, title=None, idxs=None, ax_size=1.2):
     "A row of `n` images with their labels."
-    import matplotlib.pyplot as plt
     idxs = list(range(n)) if idxs is None else list(idxs)
     fig, axs = plt.subplots(1, len(idxs), figsize=(ax_size*len(idxs), ax_size*1.25), squeeze=False)
     for ax, i in zip(axs[0], idxs):
@@ -147,7 +149,6 @@ _SVHN_MD5 = {'train': 'e26dedcc434d2e4c54c9b2d4a06d8373', 'test': 'eb5a983be6a31
 
 def load_svhn(root=None, split:str='train', download:bool=False, checksums:bool=True) -> ImageArrays:
     "SVHN from `root/{split}_32x32.mat` (torchvision's layout); digit 0 is label 0."
-    import scipy.io as sio
     check_choice('SVHN split', split, list(_SVHN_MD5))
     root = data_root(root); path = root/f'{split}_32x32.mat'
     how = _how('svhn', root, '246 MB, train and test') if split != 'extra' else (
@@ -167,7 +168,6 @@ def load_svhn(root=None, split:str='train', download:bool=False, checksums:bool=
 # %% ../nbs/01_data.ipynb #d4689c89
 def load_cinic_ood(root=None, split:str='test', per_class:int|None=2100, seed:int=0, folder:str='cinic-10') -> ImageArrays:
     "The ImageNet-derived images of CINIC-10 `split`: the OOD test set for CIFAR-10 models."
-    from PIL import Image
     check_choice('CINIC-10 split', split, ['train', 'valid', 'test'])
     base = data_root(root)/folder/split
     how = (f"Run `noisekd data get cinic10 --root {data_root(root)}` (command line) or noisekd.download.download_dataset('cinic10', root) "
@@ -222,7 +222,6 @@ def load_cifar10c(root=None, corruption:str='gaussian_noise', severity:int=1, cl
 FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 def _read_idx(path:Path, what:str, how:str) -> np.ndarray:
     "An idx array (MNIST's format: magic, dims, then uint8 data) from a gzipped file."
-    import gzip
     try:
         with gzip.open(path, 'rb') as f: b = f.read()
         zero, dtype, nd = b[0] | b[1], b[2], b[3]
@@ -273,7 +272,6 @@ def write_fake_cifar10(root, n_train:int=50, n_test:int=20, seed:int=0) -> Path:
 
 def write_fake_svhn(root, n_train:int=50, n_test:int=20, seed:int=0) -> Path:
     "A tiny SVHN in the `{split}_32x32.mat` layout (labels 1..10, 10 = digit 0)."
-    import scipy.io as sio
     rng = np.random.default_rng(seed); root = Path(root); root.mkdir(parents=True, exist_ok=True)
     for split, n in [('train', n_train), ('test', n_test)]:
         sio.savemat(str(root/f'{split}_32x32.mat'), {'X': _fake_images(rng, n).transpose(1, 2, 3, 0),
@@ -282,7 +280,6 @@ def write_fake_svhn(root, n_train:int=50, n_test:int=20, seed:int=0) -> Path:
 
 def write_fake_cinic(root, n_imagenet:int=3, n_cifar:int=2, split:str='test', seed:int=0) -> Path:
     "A tiny CINIC-10 split in the ImageFolder layout, with ImageNet-named and `cifar10-` files per class."
-    from PIL import Image
     rng = np.random.default_rng(seed); base = Path(root)/'cinic-10'/split
     for cls in CIFAR10_CLASSES:
         (base/cls).mkdir(parents=True, exist_ok=True)
@@ -292,7 +289,6 @@ def write_fake_cinic(root, n_imagenet:int=3, n_cifar:int=2, split:str='test', se
 
 def write_fake_fashion_mnist(root, n_train:int=50, n_test:int=20, seed:int=0, size:int=28) -> Path:
     "A tiny Fashion-MNIST: the four gzipped idx files under `root/fashion-mnist`."
-    import gzip
     rng = np.random.default_rng(seed); folder = Path(root)/'fashion-mnist'; folder.mkdir(parents=True, exist_ok=True)
     def idx(a): return bytes([0, 0, 8, a.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in a.shape) + a.tobytes()
     for split, n in [('train', n_train), ('t10k', n_test)]:

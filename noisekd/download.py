@@ -17,8 +17,7 @@ from .base import *
 __all__ = ['DATASETS', 'CIFAR10_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'FASHION_FILES', 'DEBIAN_FASHION', 'SOURCES',
            'DOWNLOADS', 'DATA_HELP', 'data_root', 'cifar10c_root', 'fashion_mnist_folder', 'Archive', 'Source',
            'sources_with', 'mirror_url', 'fetch', 'DataStatus', 'human_size', 'dataset_status', 'download_dataset',
-           'data_get', 'data_check', 'data_parser', 'download_args', 'data_from_args', 'data_needs', 'notebook_needs',
-           'preflight_data']
+           'data_get', 'data_check', 'data_parser', 'download_args', 'data_from_args', 'preflight_data']
 
 # %% ../nbs/01b_download.ipynb #d0a10002
 DATASETS = ['digits', 'cifar10', 'svhn', 'fashion-mnist']   # what `get_data` trains on; the digits ship with scikit-learn
@@ -350,42 +349,6 @@ def data_from_args(args) -> int:
     return 0 if data_check(args.names, args.root) else 1
 
 # %% ../nbs/01b_download.ipynb #598058d7
-def _needs(dataset:str, evals, scale) -> dict:
-    from noisekd.experiments import get_scale
-    from noisekd.evaluate import uses_cifar10c
-    S, evals = get_scale(scale), (evals,) if isinstance(evals, str) else tuple(evals or ())
-    out = {dataset: 'training and test images'} if dataset in SOURCES else {}
-    if 'ood' in evals: out['cinic10'] = 'OOD accuracy'
-    if 'corruptions' in evals and uses_cifar10c(dataset, S.size or 32, S.corruption_n): out['cifar10c'] = 'mCA'
-    return out
-
-def data_needs(runs) -> dict:
-    "The datasets the `Run`s of a plan read: {name: what for}."
-    out = {}
-    for r in runs:
-        if r.kind == 'select': continue
-        ev = r.evals if r.kind == 'student' else ('ood',) if r.dataset == 'cifar10' else ()
-        for k, v in _needs(r.dataset, ev, r.scale).items():
-            if v not in out.get(k, ''): out[k] = f"{out[k]}, {v}" if k in out else v
-    return out
-
-def notebook_needs(notebook, params:dict) -> dict:
-    "The datasets a `noisekd run` of an experiment notebook with `params` reads (its defaults filled in)."
-    import ast, papermill as pm
-    from noisekd.cli import notebook_path
-    from noisekd.evaluate import PAPER_EVALS
-    path = notebook_path(notebook)
-    p = {}
-    for k, v in pm.inspect_notebook(str(path)).items():
-        try: p[k] = ast.literal_eval(v['default'])
-        except (ValueError, SyntaxError): pass
-    p.update(params)
-    ds = p.get('dataset')
-    if path.stem not in ('teacher', 'student', 'evaluate') or ds not in PAPER_EVALS: return {}
-    ev = {'teacher': ('ood',) if ds == 'cifar10' else (), 'student': p.get('evals'),
-          'evaluate': PAPER_EVALS[ds] if p.get('evals') is None else p.get('evals')}[path.stem]
-    return _needs(ds, ev, p.get('scale', 'full'))
-
 def preflight_data(needs:dict, # {dataset: what for}, as `data_needs` gives it
                    root=None, download:bool=False, mirror:str=None, md5s:dict=None, progress:bool=True, log=print) -> dict:
     "Check every dataset of `needs` before anything runs; fetch the unusable ones first with `download`, else raise listing each and its fix."
