@@ -82,8 +82,9 @@ def main(argv=None):
 # %% ../nbs/10_cli.ipynb #c11e0005
 def __getattr__(name):
     "`noisekd.cli.reproduce`, `main`'s commands and their checks: from `noisekd.commands`, imported on first use."
-    m = command_module('reproduce')
-    if name in m.__all__ or name == 'notebook_path': return getattr(m, name)
+    if not name.startswith('_'):                        # Python asks modules for dunders (at exit, too): those stay unanswered here
+        m = command_module('reproduce')
+        if name in m.__all__ or name == 'notebook_path': return getattr(m, name)
     raise AttributeError(f"module 'noisekd.cli' has no attribute {name!r}")
 
 # %% ../nbs/10_cli.ipynb #c5550d7a
