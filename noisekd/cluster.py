@@ -6,11 +6,14 @@ Docs: https://noisekd.github.io/noisekd/cluster.html.md"""
 
 # %% ../nbs/08b_cluster.ipynb #3d493818
 from __future__ import annotations
-import os, re, sys, time, uuid, logging, difflib, importlib, importlib.util, contextlib
+import os, re, sys, time, uuid, shutil, logging, difflib, importlib, importlib.util, contextlib
 from pathlib import Path
-import pandas as pd
+import pandas as pd, torch, matplotlib.pyplot as plt
 from .core import *
 from .experiments import Scale, SCALES, get_scale, run_done, execute_run, RunFailed, run_deps, progress_text, run_summary
+from .data import get_data, data_root
+from .evaluate import corruption_set
+from .train import _check_writable
 
 # %% auto #0
 __all__ = ['CLUSTERS', 'MALLOC_ENV', 'KIND_COLORS', 'check_cluster', 'require_dask', 'gpu_ids', 'local_cluster', 'slurm_cluster',
@@ -47,7 +50,6 @@ def gpu_ids() -> list:
     "The GPUs this machine shows: `CUDA_VISIBLE_DEVICES` if it is set, else every CUDA device torch finds."
     v = os.environ.get('CUDA_VISIBLE_DEVICES')
     if v is not None: return [d.strip() for d in v.split(',') if d.strip() not in ('', '-1')]
-    import torch
     return [str(i) for i in range(torch.cuda.device_count())]
 
 def _has_bokeh() -> bool: return importlib.util.find_spec('bokeh') is not None
@@ -56,7 +58,7 @@ MALLOC_ENV = {'MALLOC_TRIM_THRESHOLD_': str(1 << 30), 'MALLOC_MMAP_THRESHOLD_': 
 
 def _keep_freed_memory():
     "Workers keep freed memory for the next batch: Dask's nanny sets glibc's trim threshold to 64 KiB, which makes torch re-fault its buffers."
-    import dask
+    dask = _need('dask')
     env = dict(dask.config.get('distributed.nanny.pre-spawn-environ', {}) or {})
     dask.config.set({'distributed.nanny.pre-spawn-environ': {**env, **MALLOC_ENV}})   # set before a worker starts: glibc reads it once
 
@@ -69,9 +71,8 @@ def local_cluster(workers:int=None, # worker processes (default: one per GPU, el
                   memory_limit:int|str=None, # per worker, bytes or '16GB' (default: this machine's memory shared among the workers)
                  ):
     "A Dask cluster on this machine: a worker per GPU that sees only its GPU, or CPU workers, each running one run at a time."
-    _need('distributed')
-    from distributed import SpecCluster, Scheduler, Nanny, Worker
-    from distributed.system import MEMORY_LIMIT
+    d = _need('distributed'); SpecCluster, Scheduler, Nanny, Worker = d.SpecCluster, d.Scheduler, d.Nanny, d.Worker
+    MEMORY_LIMIT = _need('distributed.system').MEMORY_LIMIT
     ids = [] if gpus is False else gpu_ids()
     check(not gpus or ids, "gpus=True, but this machine shows no GPU (torch finds none, or CUDA_VISIBLE_DEVICES hides them).")
     cores = os.cpu_count() or 1
@@ -102,8 +103,7 @@ def slurm_cluster(workers:int=1, # worker jobs, one worker each (0: none yet, e.
                   **kwargs, # `dask_jobqueue.SLURMCluster` arguments (queue, account, cores, memory, walltime, …): override the config file
                  ):
     "Worker jobs on a SLURM cluster through dask-jobqueue, one GPU each; the rest of a job from `~/.config/dask/jobqueue.yaml`."
-    import dask
-    _need('distributed'); jq = _need('dask_jobqueue', 'slurm')
+    dask = _need('dask'); _need('distributed'); jq = _need('dask_jobqueue', 'slurm')
     check(isinstance(workers, int) and workers >= 0, f"workers must be a positive integer, got {workers!r}.")
     cfg = lambda k: dask.config.get(f'jobqueue.slurm.{k}', default=None) or []
     directives = list(kwargs.pop('job_extra_directives', None) or cfg('job-extra-directives'))
@@ -117,7 +117,6 @@ def slurm_cluster(workers:int=1, # worker jobs, one worker each (0: none yet, e.
         raise NoisekdError(f"dask-jobqueue could not describe the SLURM worker jobs: {e}. Set cores, memory, queue, account and "
                            "walltime under jobqueue: slurm: in ~/.config/dask/jobqueue.yaml (see the cluster chapter of the docs).") from None
     if workers:
-        import shutil
         if not shutil.which('sbatch'):
             cluster.close()
             raise NoisekdError("sbatch is not on this machine's PATH: run --cluster slurm on a login node of the SLURM cluster.")
@@ -133,8 +132,7 @@ def dask_client(cluster='local', # 'local', 'slurm', a scheduler address or sche
                 **kwargs): # `local_cluster` or `slurm_cluster` arguments
     "A `distributed.Client` on `cluster`; a cluster started here is closed, with its workers, when the block ends."
     if isinstance(cluster, str): cluster = check_cluster(cluster)
-    _need('distributed')
-    from distributed import Client
+    Client = _need('distributed').Client
     env, own = dict(os.environ), None   # a nanny sets thread limits in this process's environment: put it back afterwards
     try:
         if cluster == 'local':
@@ -167,15 +165,14 @@ def dask_client(cluster='local', # 'local', 'slurm', a scheduler address or sche
 _FAILED = ('failed', 'blocked')
 
 def _in_worker() -> bool:
-    try: from distributed import get_worker; get_worker(); return True
-    except (ImportError, ValueError): return False
+    try: _need('distributed').get_worker(); return True
+    except (NoisekdError, ValueError): return False
 
 @contextlib.contextmanager
 def _held(name:str):
     "Hold the Dask lock `name` (when running on a Dask worker), so one task at a time works on a run folder."
     if not _in_worker(): yield; return
-    from distributed import Lock
-    lock = Lock(name); lock.acquire()
+    lock = _need('distributed').Lock(name); lock.acquire()
     try: yield
     finally:
         try: lock.release()
@@ -184,8 +181,8 @@ def _held(name:str):
 def _failure(e) -> str: return str(e) if isinstance(e, RunFailed) else f"{type(e).__name__}: {e}"
 
 def _worker_name() -> str:
-    try: from distributed import get_worker; return str(get_worker().name)
-    except (ImportError, ValueError): return f"pid{os.getpid()}"
+    try: return str(_need('distributed').get_worker().name)
+    except (NoisekdError, ValueError): return f"pid{os.getpid()}"
 
 def run_task(run, runs_dir, root=None, device='auto', executor='papermill', scale:Scale=None, deps=(), after=()) -> dict:
     "One run on a worker: skip it if done, else execute it; its outcome, worker and start/finish times as a dict."
@@ -205,8 +202,6 @@ def run_task(run, runs_dir, root=None, device='auto', executor='papermill', scal
 
 def prepare_data(dataset:str, scale:Scale, root=None) -> dict:
     "Write the generated corrupted test set the students of `scale` evaluate on (nothing for official CIFAR-10-C)."
-    from noisekd.data import get_data, data_root
-    from noisekd.evaluate import corruption_set
     S = get_scale(scale)
     try:
         with _held(f"noisekd-data:{data_root(root).resolve()}:{dataset}:{S.name}"):
@@ -236,15 +231,11 @@ def execute_dask(runs, # the runs, as from `plan`
                  log=print) -> dict:
     "Run `runs` as Dask tasks, each after the runs it needs; the same rules, progress lines and result as `execute`."
     check_choice('executor', executor, ['papermill', 'inline'])
-    _need('distributed')
-    from distributed import Client, as_completed
-    from noisekd.train import _check_writable
-    from noisekd.data import data_root
+    d = _need('distributed'); Client, as_completed = d.Client, d.as_completed
     runs = list(runs); runs_dir = Path(runs_dir).resolve(); _check_writable(runs_dir)
     root = str(data_root(root).resolve())     # workers' working folders differ: pass absolute paths
     if client is None:
-        from distributed import default_client
-        try: client = default_client()
+        try: client = d.default_client()
         except ValueError: raise NoisekdError("No Dask client: pass client= (a distributed.Client, a cluster or a scheduler address), "
                                               "or use execute_cluster(runs, runs_dir, 'local').") from None
     own = not isinstance(client, Client)
@@ -308,7 +299,6 @@ KIND_COLORS = {'teacher': 'tab:blue', 'select': 'tab:orange', 'student': 'tab:gr
 
 def plot_timeline(timeline:pd.DataFrame, ax=None):
     "Which worker ran which run, and when: one bar per executed run, coloured by kind."
-    import matplotlib.pyplot as plt
     tl = timeline[timeline.status == 'done']
     workers = sorted(tl.worker.unique())
     if ax is None: _, ax = plt.subplots(figsize=(8, 0.6 + 0.5 * len(workers)))
