@@ -42,7 +42,7 @@ def to_unit(x:torch.Tensor) -> torch.Tensor:
     return x
 
 # %% ../nbs/05_attacks.ipynb #40451149
-CPU_ROWS = 128  # rows per PGD pass on a CPU (measured fastest; see above)
+CPU_ROWS = 32  # rows per PGD pass on a CPU (measured fastest on 2 cores; see above)
 
 class PGD:
     "Untargeted PGD ℓ∞ (Madry et al.) with random restarts run together as one batch."

@@ -18,7 +18,7 @@ from .bench_options import *
 from .data import ImageArrays, make_dls, CIFAR10_CLASSES, load_digits, resize
 from .models import get_model, dropout_modules, Dropout
 from .callbacks import method_callbacks
-from .attacks import robust_accuracy
+from .attacks import robust_accuracy, CPU_ROWS
 from .train import FastPath, as_fast, make_learner, fit_run
 from fastai.callback.core import Callback
 _all_ = ['BENCH_HELP', 'bench_parser']
@@ -207,14 +207,14 @@ def _noisekd_pgd(model, x, y, bs, device, steps, restarts, amp:bool=False, max_b
     return len(x) / (time.perf_counter() - t0), acc
 
 def pgd_rows(max_batch, device, bs:int, restarts:int) -> int:
-    "Rows per pass of noisekd's attack: `max_batch` ('auto': all `restarts`·`bs` on a GPU, `bs` on a CPU; None: all)."
+    "Rows per pass of noisekd's attack: `max_batch` ('auto': all `restarts`·`bs` on a GPU, `CPU_ROWS` on a CPU, as `PGD`; None: all)."
     every = restarts * bs
-    if max_batch == 'auto': max_batch = None if torch.device(device).type == 'cuda' else bs
+    if max_batch == 'auto': max_batch = None if torch.device(device).type == 'cuda' else CPU_ROWS
     return min(max_batch or every, every)
 
 def pgd_rates(model:nn.Module, data:ImageArrays, bs:int=128, device='cpu', steps:int=20, restarts:int=5, repeats:int=1,
               fast=None, reference_attack:bool=True, seed:int=0,
-              max_batch='auto', # rows per pass of noisekd's attack ('auto': all `restarts`·`bs` on a GPU, `bs` on a CPU)
+              max_batch='auto', # rows per pass of noisekd's attack ('auto': all `restarts`·`bs` on a GPU, `CPU_ROWS` on a CPU)
               timing:str='epoch', # 'epoch': the median run; 'best': the fastest run
              ) -> dict:
     "Median images/s and robust accuracy of PGD-`steps`×`restarts`: noisekd (fp32, and bf16 when `fast.bf16`) and torchattacks."
@@ -251,7 +251,7 @@ def bench(device=None, # where to run (None: the GPU if there is one, else the C
           methods=('hinton', 'ft', 'sr'), # KD methods to time
           pgd_images:int=None, # images to attack (None: `bs` on a CPU, 2,000 on a GPU; 0: no attack rows)
           pgd_bs:int=None, # images per attack batch (None: `bs`; the attack runs `restarts`·`pgd_bs` rows)
-          pgd_max_batch='auto', # rows per forward/backward of noisekd's attack ('auto': all on a GPU, `pgd_bs` on a CPU)
+          pgd_max_batch='auto', # rows per forward/backward of noisekd's attack ('auto': all on a GPU, `CPU_ROWS` on a CPU)
           steps:int=20, restarts:int=5, # PGD-`steps` with `restarts` random starts
           fast=None, # noisekd's `FastPath` switches (None: 'auto')
           num_workers:int=None, # the reference DataLoader's workers (None: 0 on a CPU, 2 on a GPU)

@@ -25,7 +25,7 @@ def bench_parser(p=None):
     p.add_argument('--pgd-images', type=int, default=None, help='images to attack (default: one batch on a CPU, 2000 on a GPU; 0: none)')
     p.add_argument('--pgd-bs', type=int, default=None, help='images per attack batch (default: --bs)')
     p.add_argument('--pgd-max-batch', type=int, default=None, help="rows per pass of noisekd's attack (default: all restarts·batch rows "
-                   "on a GPU, one batch on a CPU, where smaller passes stay in cache; 0: all)")
+                   "on a GPU, 32 rows on a CPU, where smaller passes stay in cache; 0: all)")
     p.add_argument('--steps', type=int, default=20); p.add_argument('--restarts', type=int, default=5)
     p.add_argument('--threads', type=int, default=None, help="torch's CPU threads (default: torch's own choice)")
     p.add_argument('--workers', type=int, default=None, help="the reference DataLoader's workers (default: 0 on a CPU, 2 on a GPU)")

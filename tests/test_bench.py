@@ -6,6 +6,7 @@ import pytest, torch
 from noisekd.core import set_seed
 from noisekd.data import get_data, make_dls
 from noisekd.models import get_model
+from noisekd.attacks import CPU_ROWS
 from noisekd.callbacks import Distill, Autocast, is_channels_last
 from noisekd.train import FastPath, make_learner, StepLR, lr_at, BF16_ENV
 from noisekd.bench import bench, bench_main, plain_loader, plain_train_epoch, plain_accuracy
@@ -130,7 +131,7 @@ def test_bench_tiny_cpu(tmp_path, monkeypatch):
     assert ((df.ratio - df.noisekd_img_s / df.ref_img_s).abs() < 1e-9).all()
     assert df.attrs['device'] == 'cpu' and not any(df.attrs['fast'].values())   # 'auto' is off on such a CPU
     assert 'no native bf16' in df.attrs['bf16_support']
-    assert df.attrs['timing'] == 'best' and df.attrs['pgd_rows_per_pass'] == 2
+    assert df.attrs['timing'] == 'best' and df.attrs['pgd_rows_per_pass'] == min(CPU_ROWS, 2 * 2)   # the attack's CPU passes, at most all rows
     out = tmp_path/'bench.md'
     df2 = bench_main(['--device', 'cpu', '--batches', '1', '--bs', '2', '--size', '16', '--methods', 'sr',
                       '--pgd-images', '0', '--out', str(out)])
