@@ -154,7 +154,8 @@ def slurm_cluster(workers:int=1, # worker jobs, one worker each (0: none yet, e.
 
 def slurm_jobs(cluster) -> list:
     "The SLURM job ids of `cluster`'s worker jobs that were submitted."
-    return [str(j.job_id) for j in list(cluster.workers.values()) if getattr(j, 'job_id', None)]
+    ids = [str(j.job_id) for j in list(cluster.workers.values()) if getattr(j, 'job_id', None)]
+    return sorted(ids, key=lambda j: (len(j), j))      # in the order they were submitted
 
 def wait_jobs_gone(jobs, timeout:float=60, log=print) -> list:
     "Wait until `squeue` lists none of `jobs` (cancelling those that stay); the ones still listed after `timeout`."
