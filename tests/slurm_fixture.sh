@@ -101,17 +101,21 @@ EOF
 }
 
 stop() {
-    [[ -f $STATE/started ]] || { log "nothing to stop (this script started no SLURM here)"; return 0; }
-    export SLURM_CONF=$CONF
-    scancel --full --quiet --user=root 2>/dev/null
-    for d in slurmd slurmctld; do
-        [[ -f $STATE/$d.pid ]] || continue
-        pid=$(cat "$STATE/$d.pid"); kill "$pid" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    done
-    if [[ -f $STATE/munge-started && -f /run/munge/munged.pid ]]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null; fi
-    rm -f "$STATE/started" "$STATE/munge-started" "$STATE/conf"
-    log "stopped slurmd, slurmctld and munged"
+    if [[ -f $STATE/started ]]; then
+        export SLURM_CONF=$CONF
+        timeout 20 scancel --full --quiet --user=root 2>/dev/null
+        for d in slurmd slurmctld; do
+            alive $d || continue
+            pid=$(cat "$STATE/$d.pid"); kill "$pid"
+            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        done
+        rm -f "$STATE/started" "$STATE/conf"; log "stopped slurmd and slurmctld"
+    fi
+    if [[ -f $STATE/munge-started ]]; then
+        [[ -f /run/munge/munged.pid ]] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null
+        rm -f "$STATE/munge-started"; log "stopped munged"
+    fi
+    [[ -f $STATE/started || -f $STATE/munge-started ]] || return 0
 }
 
 case "${1:-}" in

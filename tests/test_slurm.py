@@ -116,6 +116,18 @@ def _history(folder):
     try: return json.loads((folder/'metrics.json').read_text())['history']
     except (OSError, ValueError, KeyError): return []
 
+def test_a_job_slurm_refuses_is_a_clear_error(slurm, monkeypatch):
+    "A worker job this SLURM cannot run (a GPU on a node without one, more cores than it has): an error at once, nothing queued."
+    from noisekd.core import NoisekdError
+    from noisekd.cluster import slurm_cluster
+    for k, v in slurm['env'].items(): monkeypatch.setenv(k, v)
+    common = dict(name=slurm['name'], memory='1GB', walltime='00:05:00', interface='lo')
+    with pytest.raises(NoisekdError, match=r'SLURM refuses the worker job \(sbatch: error: Invalid generic resource.*gpu: false'):
+        slurm_cluster(1, gpu=True, cores=1, **common)
+    with pytest.raises(NoisekdError, match=r'SLURM refuses the worker job \(.*Requested node configuration is not available'):
+        slurm_cluster(1, gpu=False, cores=4096, **common)
+    assert _squeue(slurm['env'], slurm['name']) == []
+
 def test_scancel_a_worker_job_mid_run(slurm, tiny6, tmp_path, monkeypatch):
     "scancel the job whose worker trains a student: the sweep says so, the run resumes from its checkpoint elsewhere, nothing lost or redone."
     import dask
