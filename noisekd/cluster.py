@@ -228,7 +228,7 @@ def dask_client(cluster='local', # 'local', 'slurm', a scheduler address or sche
                 finally: nanny.setLevel(level)
                 if jobs:
                     left = wait_jobs_gone(jobs, log=log)
-                    if not left: log(f"Closed the SLURM worker job(s) {', '.join(jobs)}: squeue lists none of them.")
+                    if not left: log(f"The SLURM worker job(s) {', '.join(jobs)} are gone: squeue lists none of them.")
             os.environ.clear(); os.environ.update(env)
 
 

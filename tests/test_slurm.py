@@ -94,7 +94,7 @@ def test_sweep_through_slurm(slurm, local, tmp_path):
     assert 'Asked SLURM for 2 worker job(s) (CPU only)' in out and '8 run(s) done, 0 already done, 0 failed.' in out, out
     jobs = {j for j, *_ in w.seen}
     assert len(jobs) == 2 and all((s, c, m, l) == ('RUNNING', '1', '2G', '20:00') for _, s, c, m, l in w.seen if s == 'RUNNING'), w.seen
-    assert f"Closed the SLURM worker job(s) {', '.join(sorted(jobs, key=int))}: squeue lists none of them." in out, out
+    assert f"The SLURM worker job(s) {', '.join(sorted(jobs, key=int))} are gone: squeue lists none of them." in out, out
     assert _squeue(slurm['env'], slurm['name']) == []
     assert {p.name for p in slurm['logs'].iterdir()} >= {f'{slurm["name"]}-{j}.err' for j in jobs}   # sbatch's own job logs
     done = [l.split('✓ ')[1].split(' (')[0] for l in out.splitlines() if '✓' in l]
