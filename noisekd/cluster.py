@@ -165,6 +165,9 @@ def wait_jobs_gone(jobs, timeout:float=60, log=print) -> list:
         try: p = subprocess.run(['squeue', '-h', '-o', '%i', '-j', ','.join(jobs)], capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired): return jobs
         if p.returncode and 'Invalid job id' in p.stderr: return []   # all of them left squeue already
+        if p.returncode:
+            log(f"Could not ask squeue about worker job(s) {', '.join(jobs)} ({p.stderr.strip()[:200]}): check with squeue -j {','.join(jobs)}")
+            return jobs
         jobs = [j for j in p.stdout.split() if j in jobs]
         if not jobs: break
         if time.time() - t0 > timeout / 2 and not cancelled:
@@ -334,9 +337,13 @@ class _Watch:
                 if self.client.status in ('closing', 'closed'): return
 
     def __enter__(self):
-        self._look(first=True); self.thread.start(); return self
+        try: self._look(first=True)
+        except Exception as e:      # a scheduler that does not run our function: the sweep goes on, unwatched
+            self.log(f"(Not watching the workers: {type(e).__name__}: {e})"); return self
+        self.thread.start(); return self
     def __exit__(self, *exc):
-        self.stop.set(); self.thread.join(10)
+        self.stop.set()
+        if self.thread.is_alive(): self.thread.join(10)
 
 def _wait_for_workers(client, log):
     if client.scheduler_info()['workers']: return

@@ -2,7 +2,7 @@
 worker jobs submitted with sbatch from the Dask jobqueue config, the records and report of the same sweep run locally,
 a worker job cancelled (scancel) while its run trains, and a second `reproduce` after the whole sweep was killed.
 Without a SLURM that answers, every test here skips and says why."""
-import os, json, time, signal, shutil, subprocess, threading
+import os, sys, json, time, signal, shutil, subprocess, threading
 from dataclasses import replace
 from pathlib import Path
 import pandas as pd, pytest
@@ -153,10 +153,15 @@ def test_scancel_a_worker_job_mid_run(slurm, tiny6, tmp_path, monkeypatch):
         holder = [a for a, keys in client.processing().items() if any(str(k).startswith('student-') and str(k).endswith(f'-{i}') for k in keys)]
         assert len(holder) == 1 and 2 <= len(_history(cut)) < 6, 'the student was not caught mid-run'
         job = client.run(lambda: os.environ['SLURM_JOB_ID'], workers=holder)[holder[0]]
-        subprocess.run(['scancel', job], check=True)
+        subprocess.run(['scancel', job], check=True); t_kill = time.time()
         seen, kept = _history(cut), _mtimes(tmp_path/'runs')
         print(f"scancel {job} at epoch {len(seen)} of {cut_run.name}")
         th.join(400); assert not th.is_alive()
+        lost = {w['worker'].split('SLURM job ')[-1].rstrip(')') for w in out['lost']}
+        while len(client.scheduler_info()['workers']) < 2 and time.time() - t_kill < 120: time.sleep(0.5)   # dask-jobqueue replaces the job
+        now = {j for j, st, *_ in _squeue(slurm['env'], slurm['name']) if st == 'RUNNING'}
+        print(f"squeue {time.time() - t_kill:.0f} s after scancel {job}: running jobs {sorted(now)}")
+        assert len(now) == 2 and job not in now and lost == {job}, (now, lost)   # 2 jobs again: one new
     assert not out['failed'] and len(out['done']) == len(runs), (out['failed'], lines)
     assert len(out['lost']) == 1 and out['lost'][0]['worker'].endswith(f'(SLURM job {job})'), out['lost']
     assert cut_run.name in out['lost'][0]['runs'], out['lost']
@@ -174,7 +179,7 @@ def test_scancel_a_worker_job_mid_run(slurm, tiny6, tmp_path, monkeypatch):
 def test_rerun_after_the_whole_sweep_was_killed(slurm, local, tmp_path):
     "SIGKILL the driver mid-sweep: its jobs leave squeue, and a second `reproduce` skips the finished runs and completes the rest."
     runs = tmp_path/'runs'
-    cmd = ['python', '-m', 'noisekd.cli', *SWEEP, '--runs', str(runs), '--root', str(tmp_path/'data'), '--cluster', 'slurm', '--workers', '2']
+    cmd = [sys.executable, '-m', 'noisekd.cli', *SWEEP, '--runs', str(runs), '--root', str(tmp_path/'data'), '--cluster', 'slurm', '--workers', '2']
     p = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED='1', **slurm['env']), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = []
     for line in p.stdout:                                    # kill it once two runs are done
@@ -195,3 +200,20 @@ def test_rerun_after_the_whole_sweep_was_killed(slurm, local, tmp_path):
     assert f'{8 - len(finished)} run(s) done, {len(finished)} already done, 0 failed.' in r.stdout, r.stdout
     assert all(_mtimes(runs)[p] == m for p, m in kept.items())                    # nothing finished was trained again
     pd.testing.assert_frame_equal(_records(local['runs']), _records(runs))
+
+def test_a_stopped_driver_cancels_its_jobs(slurm, tmp_path):
+    "SIGTERM to `reproduce` (a `kill`, a driver job at its wall time) mid-sweep: it cancels its worker jobs, waits until squeue lists none, exits 130."
+    cmd = [sys.executable, '-m', 'noisekd.cli', 'reproduce', 'table3', '--scale', 'tiny', '--seeds', '1', '--executor', 'inline',
+           '--runs', str(tmp_path/'runs'), '--root', str(tmp_path/'data'), '--cluster', 'slurm', '--workers', '2']
+    p = subprocess.Popen(cmd, env=dict(os.environ, PYTHONUNBUFFERED='1', **slurm['env']), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in p.stdout:
+        lines.append(line)
+        if '✓' in line: break                                 # a run is done, the others are under way
+    jobs = {j for j, *_ in _squeue(slurm['env'], slurm['name'])}
+    p.send_signal(signal.SIGTERM)
+    rest, err = p.communicate(timeout=120)
+    print(''.join(lines) + rest, err)
+    assert p.returncode == 130 and 'interrupted; finished work is kept' in err, (p.returncode, err)
+    assert len(jobs) == 2 and f"The SLURM worker job(s) {', '.join(sorted(jobs, key=int))} are gone" in rest, (jobs, rest)
+    assert _squeue(slurm['env'], slurm['name']) == []                            # gone when the command returned
