@@ -6,7 +6,7 @@ import os, sys, json, time, signal, shutil, subprocess, threading
 from dataclasses import replace
 from pathlib import Path
 import pandas as pd, pytest
-from conftest import ROOT, run_noisekd
+from conftest import run_noisekd
 from noisekd.experiments import SCALES, plan, execute
 
 STATE = Path(os.environ.get('NOISEKD_SLURM_STATE', '/tmp/noisekd-slurm'))    # where tests/slurm_fixture.sh keeps its SLURM
@@ -50,6 +50,7 @@ noisekd:
 def _squeue(env, name):
     "This module's jobs as squeue lists them: (id, state, cpus, memory, time limit)."
     p = subprocess.run(['squeue', '-h', '-n', name, '-o', '%i %T %C %m %l'], capture_output=True, text=True, env=dict(os.environ, **env))
+    assert p.returncode == 0, f"squeue failed: {p.stderr}"          # an empty list means no job, never a squeue that did not answer
     return [tuple(l.split()) for l in p.stdout.splitlines()]
 
 class _Watch(threading.Thread):
