@@ -8,6 +8,7 @@ Docs: https://noisekd.github.io/noisekd/all.html.md"""
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #233f8275
+from .base import *
 from .core import *
 from .data import *
 from .download import *
@@ -15,13 +16,16 @@ from .models import *
 from .losses import *
 from .callbacks import *
 from .attacks import *
+from .corruptions import *
 from .robustness import *
 from .evaluate import *
 from .train import *
+from .scales import *
 from .experiments import *
 from .cluster import *
 from .report import *
 from .evidence import *
 import importlib as _il
-_MODULES = ['core', 'data', 'download', 'models', 'losses', 'callbacks', 'attacks', 'robustness', 'evaluate', 'train', 'experiments', 'cluster', 'report', 'evidence']
-__all__ = [n for _m in _MODULES for n in _il.import_module(f'noisekd.{_m}').__all__]
+_MODULES = ['base', 'core', 'data', 'download', 'models', 'losses', 'callbacks', 'attacks', 'corruptions', 'robustness', 'evaluate', 'train', 'scales',
+            'experiments', 'cluster', 'report', 'evidence']
+__all__ = list(dict.fromkeys(n for _m in _MODULES for n in _il.import_module(f'noisekd.{_m}').__all__))   # a name a module passes on counts once

@@ -8,6 +8,7 @@ Docs: https://noisekd.github.io/noisekd/attacks.html.md"""
 from __future__ import annotations
 from contextlib import contextmanager
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import matplotlib.pyplot as plt
 from fastcore.basics import store_attr
 from .core import check, check_choice, check_range, check_int, NoisekdError, default_device, model_device, progress_if
 from .models import eval_mode
@@ -224,7 +225,6 @@ def plot_sweep(df:pd.DataFrame, # rows from `pgd_steps_sweep` / `pgd_eps_sweep` 
                logx:bool=True, # log-scale x axis
               ):
     "Robust accuracy against the swept PGD setting, one line per model."
-    import matplotlib.pyplot as plt
     check_choice('x', x, ['steps', 'eps_255', 'eps'])
     check(y in df.columns, f"Column {y!r} is not in the table; it has: {', '.join(df.columns)}.")
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.5))

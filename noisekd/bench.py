@@ -7,22 +7,27 @@ Docs: https://noisekd.github.io/noisekd/bench.html.md"""
 # %% ../nbs/11_bench.ipynb #3f6e9b12
 from __future__ import annotations
 import copy, datetime, math, platform, statistics, tempfile, time
+import importlib.util
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import matplotlib.pyplot as plt, torchvision.transforms as T
+from PIL import Image
 from .core import *
+from .bench_options import *
 from .data import ImageArrays, make_dls, CIFAR10_CLASSES, load_digits, resize
 from .models import get_model, dropout_modules, Dropout
 from .callbacks import method_callbacks
 from .attacks import robust_accuracy
 from .train import FastPath, as_fast, make_learner, fit_run
 from fastai.callback.core import Callback
+_all_ = ['BENCH_HELP', 'bench_parser']
 
 # %% auto #0
-__all__ = ['KD_METHODS', 'TARGETS', 'BENCH_HELP', 'BENCH_OUT', 'HWCDataset', 'plain_loader', 'plain_train_epoch',
-           'plain_accuracy', 'sync', 'Clock', 'bench_data', 'torch_dropout', 'kd_rates', 'pgd_rows', 'pgd_rates',
-           'device_name', 'bench', 'bench_markdown', 'print_bench', 'plot_bench', 'bench_parser', 'check_bench_args',
-           'bench_from_args', 'bench_main']
+__all__ = ['KD_METHODS', 'TARGETS', 'BENCH_OUT', 'HWCDataset', 'plain_loader', 'plain_train_epoch', 'plain_accuracy', 'sync',
+           'Clock', 'bench_data', 'torch_dropout', 'kd_rates', 'pgd_rows', 'pgd_rates', 'device_name', 'bench',
+           'bench_markdown', 'print_bench', 'plot_bench', 'check_bench_args', 'bench_from_args', 'bench_main',
+           'BENCH_HELP', 'bench_parser']
 
 # %% ../nbs/11_bench.ipynb #7a0b5c9e
 class HWCDataset(torch.utils.data.Dataset):
@@ -31,14 +36,12 @@ class HWCDataset(torch.utils.data.Dataset):
         self.images, self.labels, self.transform = images, np.asarray(labels), transform
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
-        from PIL import Image
         img = Image.fromarray(self.images[i])
         return (self.transform(img) if self.transform else img), int(self.labels[i])
 
 def plain_loader(data:ImageArrays, bs:int=128, train:bool=True, flip:bool=True, pad:int=4, num_workers:int=0,
                  seed:int=0) -> torch.utils.data.DataLoader:
     "A torch `DataLoader` with torchvision's per-image `RandomCrop(padding=pad)`, `RandomHorizontalFlip` and `ToTensor`."
-    import torchvision.transforms as T
     size = data.x.shape[-1]
     tfms = ([T.RandomCrop(size, padding=pad)] + ([T.RandomHorizontalFlip()] if flip else []) if train else []) + [T.ToTensor()]
     ds = HWCDataset(data.x.permute(0, 2, 3, 1).numpy(), data.y.numpy(), T.Compose(tfms))
@@ -217,10 +220,10 @@ def pgd_rates(model:nn.Module, data:ImageArrays, bs:int=128, device='cpu', steps
     "Median images/s and robust accuracy of PGD-`steps`×`restarts`: noisekd (fp32, and bf16 when `fast.bf16`) and torchattacks."
     device = torch.device(device); fast = as_fast(fast).resolve(device)
     max_batch = pgd_rows(max_batch, device, bs, restarts)
-    model = copy.deepcopy(model).to(device).eval()
-    if fast.channels_last: model.to(memory_format=torch.channels_last)
+    model = copy.deepcopy(model).to(device).eval()       # fp32 rows: the model as `evaluate` attacks it (NCHW, as loaded)
+    fast_model = copy.deepcopy(model).to(memory_format=torch.channels_last) if fast.channels_last else model
     runs = {'noisekd': lambda: _noisekd_pgd(model, data.x, data.y, bs, device, steps, restarts, max_batch=max_batch)}
-    if fast.bf16: runs['noisekd bf16'] = lambda: _noisekd_pgd(model, data.x, data.y, bs, device, steps, restarts, True, max_batch)
+    if fast.bf16: runs['noisekd bf16'] = lambda: _noisekd_pgd(fast_model, data.x, data.y, bs, device, steps, restarts, True, max_batch)
     if reference_attack: runs['torchattacks'] = lambda: _torchattacks_pgd(model, data.x, data.y, bs, device, steps, restarts)
     res = {k: [] for k in runs}
     for r in range(repeats):
@@ -342,7 +345,6 @@ def print_bench(df:pd.DataFrame): "Print the benchmark table."; print(bench_mark
 
 def plot_bench(df:pd.DataFrame, ax=None):
     "Bars of each row's images/s, the reference beside noisekd, with the ratio above them (log scale: rows differ 100×)."
-    import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(1.3 * len(df) + 2, 3))
     i = np.arange(len(df))
     ax.bar(i - 0.2, df.ref_img_s.fillna(0), 0.4, label='reference (plain loop / torchattacks)', color='tab:gray')
@@ -354,42 +356,10 @@ def plot_bench(df:pd.DataFrame, ax=None):
     return ax
 
 # %% ../nbs/11_bench.ipynb #9c1e3a5b
-BENCH_HELP = "images/s of noisekd's KD epochs and PGD beside a plain PyTorch loop and torchattacks, on one device"
-
-def bench_parser(p=None):
-    "Add the benchmark's options to the argparse parser `p` (e.g. the `bench` sub-command's), or make one."
-    import argparse
-    if p is None: p = argparse.ArgumentParser(prog='noisekd bench', description=BENCH_HELP[0].upper() + BENCH_HELP[1:] + '.')
-    p.add_argument('--device', default=None, help="cpu, cuda, cuda:1, ... (default: the GPU if there is one)")
-    p.add_argument('--batches', type=int, default=None, help='timed training batches (default: 3 on a CPU, 50 on a GPU)')
-    p.add_argument('--bs', type=int, default=128, help='batch size (default 128)')
-    p.add_argument('--size', type=int, default=32, help='image side (default 32)')
-    p.add_argument('--methods', default='hinton,ft,sr', help='KD methods, comma-separated (default hinton,ft,sr)')
-    p.add_argument('--pgd-images', type=int, default=None, help='images to attack (default: one batch on a CPU, 2000 on a GPU; 0: none)')
-    p.add_argument('--pgd-bs', type=int, default=None, help='images per attack batch (default: --bs)')
-    p.add_argument('--pgd-max-batch', type=int, default=None, help="rows per pass of noisekd's attack (default: all restarts·batch rows "
-                   "on a GPU, one batch on a CPU, where smaller passes stay in cache; 0: all)")
-    p.add_argument('--steps', type=int, default=20); p.add_argument('--restarts', type=int, default=5)
-    p.add_argument('--threads', type=int, default=None, help="torch's CPU threads (default: torch's own choice)")
-    p.add_argument('--workers', type=int, default=None, help="the reference DataLoader's workers (default: 0 on a CPU, 2 on a GPU)")
-    p.add_argument('--repeats', type=int, default=1, help='runs per row and side, alternating')
-    p.add_argument('--timing', default='auto', choices=['auto', 'epoch', 'best'],
-                   help="epoch: median epoch rate; best: fastest batch (training) or run (attack); auto (default): epoch on a GPU, best on a CPU")
-    p.add_argument('--warmup', type=int, default=1, help='untimed batches first')
-    p.add_argument('--data', default='random', choices=['random', 'digits'])
-    p.add_argument('--plain', action='store_true', help="noisekd's fast path off (every switch)")
-    for s in ('resident', 'bf16', 'channels-last', 'inference-teacher', 'fused-sgd', 'sync-free'):
-        p.add_argument(f'--no-{s}', action='store_true', help=f'switch {s} off')
-    p.add_argument('--compile', action='store_true', help='torch.compile student and teacher')
-    p.add_argument('--no-torchattacks', action='store_true', help='skip the torchattacks reference')
-    p.add_argument('--out', default=None, help='also write the table to this .md or .csv file, or its bar chart to a .png, .svg or .pdf (its folder is made)')
-    return p
-
 BENCH_OUT = ('.md', '.csv', '.png', '.svg', '.pdf')
 
 def check_bench_args(a):
     "Refuse, before any work, every option of a `bench_parser` that the benchmark could only fail on later."
-    import importlib.util
     try: check_device(a.device)
     except NoisekdError as e: raise NoisekdError(f"--device: {e}") from None
     for opt, lo in [('batches', 1), ('bs', 1), ('size', 1), ('pgd_images', 0), ('pgd_bs', 1), ('pgd_max_batch', 0), ('steps', 1),

@@ -6,253 +6,29 @@ Docs: https://noisekd.github.io/noisekd/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #8dac221e
 from __future__ import annotations
-import sys, json, argparse, time, shutil, types
-from contextlib import contextmanager
-from pathlib import Path
-from .core import *
-from .core import _gib, _nearest_existing
+import sys, argparse, importlib
+from .base import *
+from .download import DATASETS, DATA_HELP, data_parser, download_args
+from .scales import TABLES, SCALES
+from .bench_options import BENCH_HELP, bench_parser
 
 # %% auto #0
-__all__ = ['MAX_SEEDS', 'DISK_MARGIN', 'parse_value', 'notebook_path', 'run_notebook', 'reproduce', 'report', 'demo', 'option',
-           'model_bytes', 'train_bytes', 'check_disk', 'preflight', 'main']
+__all__ = ['COMMANDS', 'command_module', 'main']
 
-# %% ../nbs/10_cli.ipynb #d24435c7
-def parse_value(v:str):
-    "A command-line parameter value: JSON if it parses (numbers, null, true, lists), else the string."
-    if v in ('None', 'none'): return None
-    try: return json.loads(v)
-    except ValueError: return v
-
-def notebook_path(name) -> Path:
-    "An experiment notebook by name (teacher, student, evaluate, report) or by path."
-    from noisekd.experiments import notebooks_dir
-    p = Path(name)
-    if p.suffix == '.ipynb' or p.exists():
-        check(p.is_file(), f"No notebook at {p}."); return p
-    names = sorted(f.stem for f in notebooks_dir().glob('*.ipynb'))
-    return notebooks_dir()/f"{check_choice('notebook', name, names)}.ipynb"
-
-def run_notebook(name, params:dict, output=None, log=print) -> Path:
-    "Execute an experiment notebook with papermill; the executed copy goes to `output` (default: beside the run's `out`)."
-    import papermill as pm
-    src = notebook_path(name)
-    known = pm.inspect_notebook(str(src))
-    bad = [k for k in params if k not in known]
-    check(not bad, f"Unknown parameter(s) {bad} for {src.stem}; it takes: {', '.join(known)}.")
-    if output is None:
-        out = params.get('out')
-        output = (Path(out)/f'{src.stem}.ipynb' if out and not Path(out).suffix else Path(f'{src.stem}-executed.ipynb'))
-    output = Path(output); output.parent.mkdir(parents=True, exist_ok=True)
-    log(f"running {src.name} → {output}")
-    try: pm.execute_notebook(str(src), str(output), parameters=params, progress_bar=True, extra_arguments=['--IPKernelApp.log_level=ERROR'])
-    except pm.PapermillExecutionError as e:
-        raise NoisekdError(f"{src.stem} failed: {e.ename}: {e.evalue} (see {output})") from None
-    return output
-
-# %% ../nbs/10_cli.ipynb #a95c4c2b
-def reproduce(table:str, dataset:str='digits', seeds:int=None, scale:str='full', runs='runs', root=None, device='auto',
-              executor:str='papermill', dry_run:bool=False, log=print, cluster:str=None, workers:int=None,
-              download:bool=False, mirror:str=None) -> dict:
-    "Expand a paper table into its runs and execute them (in this process, or on a Dask `cluster`); returns the runs done, skipped and failed."
-    from noisekd.experiments import plan, execute, get_scale
-    if cluster is None: check(workers is None, "--workers sets how many Dask workers to start: use it with --cluster local or --cluster slurm.")
-    else:
-        from noisekd.cluster import check_cluster, require_dask
-        cluster = check_cluster(cluster)
-        check(workers is None or (isinstance(workers, int) and workers >= 1), f"--workers must be a positive integer, got {workers!r}.")
-        if not dry_run: require_dask(cluster)
-    runs_list = plan(table, dataset, scale, seeds)
-    S = get_scale(scale)
-    nT, nS = (sum(r.kind == k for r in runs_list) for k in ('teacher', 'student'))
-    log(f"{table} on {dataset} at scale '{S.name}': {len(runs_list)} runs "
-        f"({nT} teacher seed{'s' * (nT != 1)}, {nS} student seed{'s' * (nS != 1)}) into {Path(runs).resolve()}")
-    if dry_run:
-        for r in runs_list: log(f"  {r.kind:8} {r.name}" + (f"  evals: {', '.join(r.evals)}" if r.evals else ''))
-        return dict(planned=runs_list, done=[], skipped=[], failed={})
-    from noisekd.download import preflight_data, data_needs
-    preflight_data(data_needs(runs_list), root, download, mirror, log=log)   # every dataset, before the first run
-    if cluster is not None:
-        from noisekd.cluster import execute_cluster
-        return execute_cluster(runs_list, runs, cluster, workers, root=root, device=device, executor=executor, log=log)
-    return execute(runs_list, runs, root=root, device=device, executor=executor, log=log)
-
-def report(runs='runs', out=None, log=print, strict:bool=False) -> dict:
-    "Write the report of every run under `runs` (a damaged file is named and its run left out; `strict`: an error)."
-    from noisekd.report import write_report
-    rep = write_report(runs, out, strict)
-    log(rep['summary'])
-    return rep
-
-# %% ../nbs/10_cli.ipynb #7af40571
-def demo(out='noisekd-demo', seeds:int=2, executor:str='inline', scale:str='demo', log=print) -> dict:
-    "Run every table at the demo scale on digits, then write the report; returns the report."
-    t0 = time.time(); out = Path(out)
-    res = reproduce('all', 'digits', seeds, scale, out/'runs', root=out/'data', executor=executor, log=log)
-    rep = report(out/'runs', out/'report', log=lambda *a: None)
-    log(f"\n{rep['claims'][['claim', 'status']].to_string(index=False)}\n")
-    log(f"demo finished in {time.time() - t0:.0f} s: {len(res['done'])} runs done, {len(res['skipped'])} already done, {len(res['failed'])} failed")
-    log(rep['summary'])
-    if res['failed']: raise NoisekdError(f"{len(res['failed'])} run(s) failed (listed above); the report covers the others.")
-    return rep
-
-# %% ../nbs/10_cli.ipynb #a26b5219
+# %% ../nbs/10_cli.ipynb #c11e0003
 class _Parser(argparse.ArgumentParser):
     "argparse's parser, with usage errors on one line (exit status 2) that name the option and where the help is."
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-MAX_SEEDS = 1000     # seeds per configuration: more than any protocol uses is a typo, and a plan too big to list
-DISK_MARGIN = 2**30  # warn when the planned runs would leave less free disk than this
+COMMANDS = {'demo': 'noisekd.commands', 'run': 'noisekd.commands', 'reproduce': 'noisekd.commands', 'report': 'noisekd.commands',
+            'data': 'noisekd.download', 'bench': 'noisekd.bench'}   # the module that does each sub-command
 
-@contextmanager
-def option(name:str):
-    "Put the option `name` at the start of the message of any check that fails inside."
-    try: yield
-    except NoisekdError as e:
-        m = str(e); raise NoisekdError(m if m.startswith(name) else f"{name}: {m}") from None
-
-def _meta_model(arch:str):
-    import torch
-    from noisekd.models import get_model
-    with torch.device('meta'): return get_model(arch)      # shapes only: no memory, no time
-
-def model_bytes(arch:str) -> int:
-    "Bytes of the fp32 parameters of `arch`."
-    return 4 * sum(p.numel() for p in _meta_model(arch).parameters())
-
-def train_bytes(arch:str, bs:int, size:int, teacher:str=None) -> int:
-    "A rough lower estimate of the GPU memory training `arch` needs: weights, gradients, momentum, the activations kept for backward, a teacher."
-    import torch
-    m, acts = _meta_model(arch), []
-    hooks = [x.register_forward_hook(lambda _m, _i, o: acts.append(o.numel())) for x in m.modules() if not list(x.children())]
-    m(torch.empty(bs, 3, size, size, device='meta'))
-    for h in hooks: h.remove()
-    return 3 * model_bytes(arch) + 4 * sum(acts) + (model_bytes(teacher) if teacher else 0)
-
-def check_disk(runs:list, runs_dir, what:str='--runs', log=warn) -> int:
-    "Refuse when the disk of `runs_dir` cannot hold the checkpoints of the `runs` not yet done; warn under `DISK_MARGIN` left. Returns the bytes needed."
-    from noisekd.experiments import run_done, get_scale
-    sizes, need = {}, 0
-    for r in runs:
-        if r.kind == 'select' or run_done(r, runs_dir): continue
-        S = get_scale(r.scale); arch = S.teacher_arch if r.kind == 'teacher' else S.student_arch
-        need += 3 * sizes.setdefault(arch, model_bytes(arch))
-    free = shutil.disk_usage(_nearest_existing(runs_dir)).free
-    check(free >= need, f"{what} {runs_dir}: {_gib(free)} free on its disk, but the runs to do need about {_gib(need)} for their "
-                        "checkpoints. Free some space, or choose a folder on another disk.")
-    if free - need < DISK_MARGIN: log(f"{what} {runs_dir}: only {_gib(free - need)} of disk would be left after these runs.")
-    return need
-
-def _check_sweep(table, dataset, seeds, scale, runs, root, device, dry_run=False, runs_opt='--runs', log=warn):
-    "The options of `reproduce` (and `demo`), before any run."
-    from noisekd.experiments import TABLES, plan, get_scale
-    from noisekd.data import DATASETS
-    with option('table'): check_choice('table', table, TABLES + ['all'])
-    with option('--dataset'): check_choice('dataset', dataset, DATASETS)
-    with option('--scale'): S = get_scale(scale)
-    if seeds is not None:
-        check_int('--seeds', seeds, 1)
-        check(seeds <= MAX_SEEDS, f"--seeds {seeds}: at most {MAX_SEEDS} seeds per configuration (the paper uses 5).")
-    with option('--device'):
-        if check_device(device).type == 'cuda':
-            check_device(device, need=max(train_bytes(S.student_arch, S.bs, S.size or 32, S.teacher_arch), train_bytes(S.teacher_arch, S.bs, S.size or 32)))
-    runs = check_folder(runs, runs_opt)
-    if root is not None:
-        with option('--root'):
-            r = Path(root).expanduser().absolute(); q = _nearest_existing(r)   # ~ as data_root reads it
-            check(str(root).strip() and q.is_dir(), f"{root!r} is not a data folder" + (f" ({q} is a file)" if q != r or q.is_file() else '') + ".")
-    if not dry_run: check_disk(plan(table, dataset, S, seeds), runs, runs_opt, log)
-
-_PARAM_TYPES = {'seed': (int,), 'p': (int, float), 'label_noise': (int, float), 'sigma': (int, float, type(None)), 'rate': (int, float, type(None)),
-                'progress': (bool,), 'evals': (list, str, type(None)), 'teacher': (str, type(None)), 'arch': (str, type(None)),
-                'root': (str, type(None))}   # every other parameter of the experiment notebooks is a string
-_WORDS = {int: 'an integer', float: 'a number', str: 'a string', bool: 'true or false', list: 'a list such as ["clean"]', type(None): 'null'}
-
-def _check_param(k, v):
-    want = _PARAM_TYPES.get(k, (str,))
-    ok = isinstance(v, want) and not (isinstance(v, bool) and bool not in want)
-    words = ' or '.join(dict.fromkeys(_WORDS[t] for t in want)).replace('an integer or a number', 'a number')
-    check(ok, f"-p {k} must be {words}, got {v!r}.")
-
-def _default(s):
-    import ast
-    try: return ast.literal_eval(s)
-    except (ValueError, SyntaxError): return s
-
-def _check_run(notebook, params:list, output=None):
-    "The notebook and `-p` parameters of `noisekd run`, checked as the notebook's first cell would, before a kernel starts."
-    import papermill as pm
-    from noisekd.experiments import notebooks_dir, teacher_config, student_config, get_scale
-    from noisekd.train import load_model, run_complete
-    from noisekd.evaluate import check_evals
-    with option('notebook'): src = notebook_path(notebook)
-    known = pm.inspect_notebook(str(src)); given = {k: parse_value(v) for k, v in params}
-    bad = [k for k in given if k not in known]
-    check(not bad, f"-p: Unknown parameter(s) {bad} for {src.stem}; it takes: {', '.join(known)}.")
-    if output is not None: check_output_file(output, '--output', ('.ipynb',))
-    if src.resolve().parent != notebooks_dir().resolve(): return          # a notebook of the user's own: its own cells check
-    v = {k: _default(d['default']) for k, d in known.items()} | given
-    for k, x in given.items(): _check_param(k, x)
-    if 'device' in v:
-        with option('-p device'): check_device(v['device'])
-    if v.get('root') is not None:
-        with option('-p root'): check(not Path(v['root']).is_file(), f"{v['root']} is a file: give the data folder.")
-    from noisekd.data import DATASETS
-    from noisekd.models import get_model
-    from noisekd.callbacks import parse_method
-    if 'dataset' in v:                                    # each parameter alone first, so that the message names it
-        with option('-p dataset'): check_choice('dataset', v['dataset'], DATASETS)
-    if 'scale' in v:
-        with option('-p scale'): get_scale(v['scale'])
-    if v.get('arch') is not None:
-        with option('-p arch'): get_model(v['arch'])
-    if 'method' in v:
-        with option('-p method'): parse_method(v['method'])
-    if 'evals' in v and v['evals'] is not None:
-        with option('-p evals'): check_evals(v['evals'], v['dataset'])
-    if src.stem == 'teacher':
-        teacher_config(v['out'], v['dataset'], v['seed'], v['p'], v['label_noise'], v['scale'], v['arch'], v['root'], v['device'])
-    elif src.stem == 'student':
-        c = student_config(v['out'], v['dataset'], v['method'], v['teacher'], v['seed'], v['sigma'], v['rate'], v['label_noise'],
-                           v['evals'], v['scale'], v['arch'], v['root'], v['device'])
-        if c['teacher']:
-            with option('-p teacher'):
-                t = Path(c['teacher'])
-                check(t.is_file() or run_complete(t), f"{t} holds no finished run (its metrics.json does not say complete): "
-                                                      "let the teacher's run finish first.")
-                m = load_model(t)
-                check(m.meta['dataset'] == v['dataset'], f"the teacher in {t} was trained on {m.meta['dataset']}, not {v['dataset']}.")
-    elif src.stem == 'evaluate':
-        if v['out']: check_output_file(v['out'], '-p out', ('.csv',))      # '' or null: the records are not written
-        with option('-p model'): load_model(v['model'], expect=dict(dataset=v['dataset']))
-    elif src.stem == 'report':
-        with option('-p runs'): check(Path(v['runs']).is_dir(), f"No records under {v['runs']}: no such folder.")
-    if src.stem != 'evaluate': check_folder(v['out'], '-p out')
-
-def preflight(args, log=warn):
-    "Check every option of a parsed `noisekd` command before any work; a `NoisekdError` that names the option otherwise."
-    if args.cmd == 'demo':
-        out = check_folder(args.out, '--out')
-        _check_sweep('all', 'digits', args.seeds, args.scale, out/'runs', out/'data', 'auto', runs_opt='--out', log=log)
-    elif args.cmd == 'reproduce':
-        _check_sweep(args.table, args.dataset, args.seeds, args.scale, args.runs, args.root, args.device, args.dry_run, log=log)
-    elif args.cmd == 'run': _check_run(args.notebook, args.param, args.output)
-    elif args.cmd == 'report':
-        with option('--runs'):
-            check(str(args.runs).strip() != '', "give the runs folder (default: runs).")
-            check(Path(args.runs).is_dir(), f"No records under {args.runs}: " + ("it is a file, not a runs folder." if Path(args.runs).exists()
-                  else "no such folder. Give the folder that noisekd reproduce --runs wrote (default: runs)."))
-        check_folder(Path(args.runs)/'report' if args.out is None else args.out, '--out')
-        if args.strict:                       # a damaged file is refused before the report is written
-            from noisekd.report import collect
-            with option('--runs'): collect(args.runs, strict=True, log=lambda *a: None)
-    elif args.cmd == 'bench':
-        from noisekd.bench import check_bench_args
-        check_bench_args(args)
+def command_module(cmd:str):
+    "The module that does sub-command `cmd`, imported when the command runs (so that `noisekd --help` loads no torch)."
+    return importlib.import_module(COMMANDS[cmd])
 
 # %% ../nbs/10_cli.ipynb #483f8029
 def _parser():
-    from noisekd.experiments import TABLES, SCALES
-    from noisekd.data import DATASETS
     p = _Parser(prog='noisekd', description='Noise as a resource for learning in knowledge distillation.')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
     d = sub.add_parser('demo', help='every table, reduced, on the embedded digits data, then the report')
@@ -265,7 +41,6 @@ def _parser():
     r.add_argument('notebook', help='teacher, student, evaluate, report, or a path to a notebook')
     r.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='a parameter (repeatable)')
     r.add_argument('--output', help='where the executed notebook goes (default: the run folder)')
-    from noisekd.download import data_parser, download_args, DATA_HELP
     download_args(r)
     q = sub.add_parser('reproduce', help='run a paper table: teachers, best teacher, students, evaluations')
     q.add_argument('table', help=f"one of {', '.join(TABLES)}, all")
@@ -288,7 +63,6 @@ def _parser():
     o = sub.add_parser('report', help='collect all records and write tables, figures and the summary')
     o.add_argument('--runs', default='runs'); o.add_argument('--out', default=None, help='default: RUNS/report')
     o.add_argument('--strict', action='store_true', help='a damaged file under RUNS is an error (default: it is named and its run left out)')
-    from noisekd.bench import bench_parser, BENCH_HELP
     bench_parser(sub.add_parser('bench', help=BENCH_HELP))
     return p
 
@@ -296,28 +70,22 @@ def main(argv=None):
     "Entry point of the `noisekd` console script."
     args = _parser().parse_args(argv)
     try:
-        preflight(args)
-        if args.cmd == 'demo': demo(args.out, args.seeds, args.executor, args.scale)
-        elif args.cmd == 'run':
-            from noisekd.download import preflight_data, notebook_needs
-            params = {k: parse_value(v) for k, v in args.param}
-            preflight_data(notebook_needs(args.notebook, params), params.get('root'), args.download, args.mirror)
-            run_notebook(args.notebook, params, args.output)
-        elif args.cmd == 'reproduce':
-            res = reproduce(args.table, args.dataset, args.seeds, args.scale, args.runs, args.root, args.device, args.executor, args.dry_run,
-                            cluster=args.cluster, workers=args.workers, download=args.download, mirror=args.mirror)
-            if res['failed']: sys.exit(1)
-        elif args.cmd == 'report': report(args.runs, args.out, strict=args.strict)
-        elif args.cmd == 'data':
-            from noisekd.download import data_from_args
-            sys.exit(data_from_args(args))
-        elif args.cmd == 'bench':
-            from noisekd.bench import bench_from_args
-            bench_from_args(args)
+        m = command_module(args.cmd)
+        if args.cmd == 'data': sys.exit(m.data_from_args(args))
+        elif args.cmd == 'bench': m.bench_from_args(args)
+        else: m.run_command(args)
     except NoisekdError as e:
         print(f"noisekd: error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)   # one line, whatever a value held
     except KeyboardInterrupt:
         print("noisekd: interrupted; finished work is kept and a rerun resumes.", file=sys.stderr); sys.exit(130)
+
+# %% ../nbs/10_cli.ipynb #c11e0005
+def __getattr__(name):
+    "`noisekd.cli.reproduce`, `main`'s commands and their checks: from `noisekd.commands`, imported on first use."
+    if not name.startswith('_'):                        # Python asks modules for dunders (at exit, too): those stay unanswered here
+        m = command_module('reproduce')
+        if name in m.__all__ or name == 'notebook_path': return getattr(m, name)
+    raise AttributeError(f"module 'noisekd.cli' has no attribute {name!r}")
 
 # %% ../nbs/10_cli.ipynb #c5550d7a
 if __name__ == '__main__': main()

@@ -6,11 +6,14 @@ Docs: https://noisekd.github.io/noisekd/cluster.html.md"""
 
 # %% ../nbs/08b_cluster.ipynb #3d493818
 from __future__ import annotations
-import os, re, sys, time, uuid, logging, difflib, importlib, importlib.util, contextlib
+import os, re, sys, json, time, uuid, shutil, signal, logging, tempfile, threading, subprocess, difflib, importlib, importlib.util, contextlib
 from pathlib import Path
-import pandas as pd
+import pandas as pd, torch, matplotlib.pyplot as plt
 from .core import *
 from .experiments import Scale, SCALES, get_scale, run_done, execute_run, RunFailed, run_deps, progress_text, run_summary
+from .data import get_data, data_root
+from .evaluate import corruption_set
+from .train import _check_writable
 
 # %% auto #0
 __all__ = ['CLUSTERS', 'MALLOC_ENV', 'KIND_COLORS', 'check_cluster', 'require_dask', 'gpu_ids', 'local_cluster', 'slurm_cluster',
@@ -48,7 +51,6 @@ def gpu_ids() -> list:
     "The GPUs this machine shows: `CUDA_VISIBLE_DEVICES` if it is set, else every CUDA device torch finds."
     v = os.environ.get('CUDA_VISIBLE_DEVICES')
     if v is not None: return [d.strip() for d in v.split(',') if d.strip() not in ('', '-1')]
-    import torch
     return [str(i) for i in range(torch.cuda.device_count())]
 
 def _has_bokeh() -> bool: return importlib.util.find_spec('bokeh') is not None
@@ -57,7 +59,7 @@ MALLOC_ENV = {'MALLOC_TRIM_THRESHOLD_': str(1 << 30), 'MALLOC_MMAP_THRESHOLD_': 
 
 def _keep_freed_memory():
     "Workers keep freed memory for the next batch: Dask's nanny sets glibc's trim threshold to 64 KiB, which makes torch re-fault its buffers."
-    import dask
+    dask = _need('dask')
     env = dict(dask.config.get('distributed.nanny.pre-spawn-environ', {}) or {})
     dask.config.set({'distributed.nanny.pre-spawn-environ': {**env, **MALLOC_ENV}})   # set before a worker starts: glibc reads it once
 
@@ -70,9 +72,8 @@ def local_cluster(workers:int=None, # worker processes (default: one per GPU, el
                   memory_limit:int|str=None, # per worker, bytes or '16GB' (default: this machine's memory shared among the workers)
                  ):
     "A Dask cluster on this machine: a worker per GPU that sees only its GPU, or CPU workers, each running one run at a time."
-    _need('distributed')
-    from distributed import SpecCluster, Scheduler, Nanny, Worker
-    from distributed.system import MEMORY_LIMIT
+    d = _need('distributed'); SpecCluster, Scheduler, Nanny, Worker = d.SpecCluster, d.Scheduler, d.Nanny, d.Worker
+    MEMORY_LIMIT = _need('distributed.system').MEMORY_LIMIT
     ids = [] if gpus is False else gpu_ids()
     check(not gpus or ids, "gpus=True, but this machine shows no GPU (torch finds none, or CUDA_VISIBLE_DEVICES hides them).")
     cores = os.cpu_count() or 1
@@ -99,15 +100,13 @@ def local_cluster(workers:int=None, # worker processes (default: one per GPU, el
 # %% ../nbs/08b_cluster.ipynb #2d444b9c
 def _slurm_gpu(gpu):
     "Whether worker jobs ask for a GPU: `gpu` if given, else `noisekd: slurm: gpu:` of the Dask config (default: yes)."
-    import dask
-    g = dask.config.get('noisekd.slurm.gpu', default=None) if gpu is None else gpu
+    g = _need('dask').config.get('noisekd.slurm.gpu', default=None) if gpu is None else gpu
     if g is None: return True
     check(isinstance(g, bool), f"noisekd: slurm: gpu: in the Dask config must be true or false, got {g!r}.")
     return g
 
 def _sbatch_test(cluster):
     "Ask `sbatch --test-only` whether SLURM would take the worker job: its refusal now, not a driver that waits forever."
-    import subprocess, tempfile
     with tempfile.NamedTemporaryFile('w', suffix='.sh', prefix='noisekd-job-') as f:
         f.write(cluster.job_script()); f.flush()
         try: p = subprocess.run(['sbatch', '--test-only', f.name], capture_output=True, text=True, timeout=60)
@@ -124,8 +123,7 @@ def slurm_cluster(workers:int=1, # worker jobs, one worker each (0: none yet, e.
                   **kwargs, # `dask_jobqueue.SLURMCluster` arguments (queue, account, cores, memory, walltime, …): override the config file
                  ):
     "Worker jobs on a SLURM cluster through dask-jobqueue, one GPU each; the rest of a job from `~/.config/dask/jobqueue.yaml`."
-    import dask
-    _need('distributed'); jq = _need('dask_jobqueue', 'slurm')
+    dask = _need('dask'); _need('distributed'); jq = _need('dask_jobqueue', 'slurm')
     check(isinstance(workers, int) and workers >= 0, f"workers must be a positive integer, got {workers!r}.")
     gpu = _slurm_gpu(gpu)
     cfg = lambda k: dask.config.get(f'jobqueue.slurm.{k}', default=None) or []
@@ -144,7 +142,6 @@ def slurm_cluster(workers:int=1, # worker jobs, one worker each (0: none yet, e.
         raise NoisekdError(f"dask-jobqueue could not describe the SLURM worker jobs: {e}. Set cores, memory, queue, account and "
                            "walltime under jobqueue: slurm: in ~/.config/dask/jobqueue.yaml (see the cluster chapter of the docs).") from None
     if workers:
-        import shutil
         try:
             check(shutil.which('sbatch'), "sbatch is not on this machine's PATH: run --cluster slurm on a login node of the SLURM cluster.")
             _sbatch_test(cluster)
@@ -159,7 +156,6 @@ def slurm_jobs(cluster) -> list:
 
 def wait_jobs_gone(jobs, timeout:float=60, log=print) -> list:
     "Wait until `squeue` lists none of `jobs` (cancelling those that stay); the ones still listed after `timeout`."
-    import subprocess
     jobs, t0, cancelled = [str(j) for j in jobs], time.time(), False
     while jobs:
         try: p = subprocess.run(['squeue', '-h', '-o', '%i', '-j', ','.join(jobs)], capture_output=True, text=True, timeout=30)
@@ -183,7 +179,6 @@ def wait_jobs_gone(jobs, timeout:float=60, log=print) -> list:
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     "In the main thread: SIGTERM (`kill`, a driver job at its wall time) stops the driver as Ctrl-C does, so its workers are closed."
-    import signal, threading
     if threading.current_thread() is not threading.main_thread(): yield; return
     def stop(sig, frame): raise KeyboardInterrupt(f"signal {sig}")
     old = signal.signal(signal.SIGTERM, stop)
@@ -198,8 +193,7 @@ def dask_client(cluster='local', # 'local', 'slurm', a scheduler address or sche
                 **kwargs): # `local_cluster` or `slurm_cluster` arguments
     "A `distributed.Client` on `cluster`; a cluster started here is closed, with its workers (SLURM jobs: until `squeue` lists none), when the block ends."
     if isinstance(cluster, str): cluster = check_cluster(cluster)
-    _need('distributed')
-    from distributed import Client
+    Client = _need('distributed').Client
     env, own = dict(os.environ), None   # a nanny sets thread limits in this process's environment: put it back afterwards
     with _sigterm_as_interrupt():
         try:
@@ -239,15 +233,14 @@ def dask_client(cluster='local', # 'local', 'slurm', a scheduler address or sche
 _FAILED = ('failed', 'blocked')
 
 def _in_worker() -> bool:
-    try: from distributed import get_worker; get_worker(); return True
-    except (ImportError, ValueError): return False
+    try: _need('distributed').get_worker(); return True
+    except (NoisekdError, ValueError): return False
 
 @contextlib.contextmanager
 def _held(name:str):
     "Hold the Dask lock `name` (when running on a Dask worker), so one task at a time works on a run folder."
     if not _in_worker(): yield; return
-    from distributed import Lock
-    lock = Lock(name); lock.acquire()
+    lock = _need('distributed').Lock(name); lock.acquire()
     try: yield
     finally:
         try: lock.release()
@@ -258,12 +251,11 @@ def _failure(e) -> str: return str(e) if isinstance(e, RunFailed) else f"{type(e
 def _worker_name() -> str:
     "This worker's Dask name, with its SLURM job when it runs in one (dask-jobqueue gives a replacement job the name of the one it replaces)."
     job = f" (job {os.environ['SLURM_JOB_ID']})" if os.environ.get('SLURM_JOB_ID') else ''
-    try: from distributed import get_worker; return str(get_worker().name) + job
-    except (ImportError, ValueError): return f"pid{os.getpid()}" + job
+    try: return str(_need('distributed').get_worker().name) + job
+    except (NoisekdError, ValueError): return f"pid{os.getpid()}" + job
 
 def epochs_done(folder) -> int:
     "Epochs a run folder's `metrics.json` records as checkpointed (0: none, or not readable yet)."
-    import json
     try: return len(json.loads((Path(folder)/'metrics.json').read_text())['history'])
     except (OSError, ValueError, KeyError, TypeError): return 0
 
@@ -286,8 +278,6 @@ def run_task(run, runs_dir, root=None, device='auto', executor='papermill', scal
 
 def prepare_data(dataset:str, scale:Scale, root=None) -> dict:
     "Write the generated corrupted test set the students of `scale` evaluate on (nothing for official CIFAR-10-C)."
-    from noisekd.data import get_data, data_root
-    from noisekd.evaluate import corruption_set
     S = get_scale(scale)
     try:
         with _held(f"noisekd-data:{data_root(root).resolve()}:{dataset}:{S.name}"):
@@ -300,7 +290,6 @@ def prepare_data(dataset:str, scale:Scale, root=None) -> dict:
 class _Watch:
     "A driver thread that logs workers joining and leaving during a sweep, and what a leaving worker was running (Dask gives it to another worker)."
     def __init__(self, client, runs_of:dict, runs_dir:Path, log, every:float=1.0):
-        import threading
         self.client, self.runs_of, self.runs_dir, self.log, self.every = client, runs_of, runs_dir, log, every
         self.stop, self.workers, self.busy, self.jobs, self.lost, self.missing = threading.Event(), {}, {}, {}, [], {}
         self.thread = threading.Thread(target=self._loop, daemon=True, name='noisekd-watch')
@@ -365,15 +354,11 @@ def execute_dask(runs, # the runs, as from `plan`
                  log=print) -> dict:
     "Run `runs` as Dask tasks, each after the runs it needs; the same rules, progress lines and result as `execute`."
     check_choice('executor', executor, ['papermill', 'inline'])
-    _need('distributed')
-    from distributed import Client, as_completed
-    from noisekd.train import _check_writable
-    from noisekd.data import data_root
+    d = _need('distributed'); Client, as_completed = d.Client, d.as_completed
     runs = list(runs); runs_dir = Path(runs_dir).resolve(); _check_writable(runs_dir)
     root = str(data_root(root).resolve())     # workers' working folders differ: pass absolute paths
     if client is None:
-        from distributed import default_client
-        try: client = default_client()
+        try: client = d.default_client()
         except ValueError: raise NoisekdError("No Dask client: pass client= (a distributed.Client, a cluster or a scheduler address), "
                                               "or use execute_cluster(runs, runs_dir, 'local').") from None
     own = not isinstance(client, Client)
@@ -444,7 +429,6 @@ KIND_COLORS = {'teacher': 'tab:blue', 'select': 'tab:orange', 'student': 'tab:gr
 
 def plot_timeline(timeline:pd.DataFrame, ax=None):
     "Which worker ran which run, and when: one bar per executed run, coloured by kind."
-    import matplotlib.pyplot as plt
     tl = timeline[timeline.status == 'done']
     workers = sorted(tl.worker.unique())
     if ax is None: _, ax = plt.subplots(figsize=(8, 0.6 + 0.5 * len(workers)))

@@ -1,4 +1,4 @@
-"""Seeds, devices, files that survive a kill, and errors that say what to do.
+"""Seeds, devices, random-number states and `torch.save` that survives a kill, on top of the base.
 
 Docs: https://noisekd.github.io/noisekd/core.html.md"""
 
@@ -6,106 +6,27 @@ Docs: https://noisekd.github.io/noisekd/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #46beefdc
 from __future__ import annotations
-import os, sys, json, random, difflib, socket, tempfile, io, warnings
-from pathlib import Path
+import os, io, random, warnings
 import numpy as np, torch
+from fastprogress.fastprogress import progress_bar
+from .base import *
+from .base import _gib
 # fastai still calls torch.jit.script, which recent torch deprecates loudly on every import
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
+_all_ = ['NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_int', 'check_folder', 'check_output_file', 'in_test',
+         'fsync_path', 'temp_file', 'remove_stale_temps', 'atomic_write', 'save_json', 'load_json']
 
 # %% auto #0
-__all__ = ['NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_int', 'check_folder', 'check_output_file',
-           'set_seed', 'check_device', 'default_device', 'model_device', 'progress_if', 'in_test', 'get_rng_states',
-           'set_rng_states', 'fsync_path', 'temp_file', 'remove_stale_temps', 'atomic_write', 'save_json', 'load_json',
-           'atomic_torch_save']
-
-# %% ../nbs/00_core.ipynb #4723934d
-class NoisekdError(ValueError):
-    "A user-facing error: the message says what was wrong and what to do."
-
-def warn(msg:str):
-    "Tell the user something is off that does not stop the work: one line on stderr."
-    print(f"noisekd: warning: {msg}", file=sys.stderr, flush=True)
-
-def check(cond, msg:str):
-    "Raise `NoisekdError(msg)` unless `cond`."
-    if not cond: raise NoisekdError(msg)
-
-def check_choice(what:str, # the name the message uses, e.g. 'dataset'
-                 value, # the value to check
-                 choices, # the valid values
-                ):
-    "Check `value` is one of `choices`; suggest the closest ones otherwise."
-    choices = list(choices)
-    if value in choices: return value
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
-    raise NoisekdError(f"Unknown {what} {value!r}.{hint} Choose one of: {', '.join(map(str, choices))}.")
-
-def check_range(what:str, # the name the message uses, e.g. 'sigma'
-                value, # the value to check
-                lo=None, # lower bound (None: none)
-                hi=None, # upper bound (None: none)
-                lo_open:bool=False, # exclude `lo` itself
-                hi_open:bool=False, # exclude `hi` itself
-               ):
-    "Check `lo <= value <= hi` (strict where `*_open`), with a message naming the bounds."
-    try: v = float(value)
-    except (TypeError, ValueError): raise NoisekdError(f"{what} must be a number, got {value!r}.") from None
-    bad = (v != v or (lo is not None and (v <= lo if lo_open else v < lo)) or
-           (hi is not None and (v >= hi if hi_open else v > hi)))
-    if bad:
-        lb = '' if lo is None else f"{lo} {'<' if lo_open else '<='} "
-        hb = '' if hi is None else f" {'<' if hi_open else '<='} {hi}"
-        raise NoisekdError(f"{what} must satisfy {lb}{what}{hb}, got {value!r}.")
-    return value
-
-# %% ../nbs/00_core.ipynb #54f5806a
-def check_int(what:str, v, lo:int=None) -> int:
-    "Check `v` is an integer (not a bool), at least `lo`; return it as `int`."
-    ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool) and (lo is None or v >= lo)
-    check(ok, f"{what} must be an integer" + (f" >= {lo}" if lo is not None else '') + f", got {v!r}.")
-    return int(v)
-
-def _nearest_existing(path) -> Path:
-    "`path` (made absolute) if it exists, else its nearest parent that does: where a folder to be made would go."
-    p = Path(path).expanduser().absolute()
-    return next(q for q in [p, *p.parents] if q.exists())
-
-def _probe(folder:Path):
-    "Create and remove a temporary file in `folder`: the one sure test that it can be written (root ignores permissions)."
-    fd, tmp = tempfile.mkstemp(prefix='.noisekd-probe-', dir=folder); os.close(fd); os.unlink(tmp)
-
-def check_folder(path, # the folder that work will write into (it may not exist yet)
-                 what:str='folder', # how the message names it, e.g. '--runs'
-                ) -> Path:
-    "Check that `path` is, or can be made, a writable folder, without creating anything; return it."
-    check(isinstance(path, (str, Path)) and str(path).strip() != '', f"{what}: give a folder path, got {path!r}.")
-    p = Path(path).expanduser().absolute(); q = _nearest_existing(p)
-    check(q.is_dir(), f"{what} {path}: {q} is a file, not a folder. Choose a folder path.")
-    try: _probe(q)
-    except OSError as e:
-        raise NoisekdError(f"{what} {path}: cannot write into {q} ({e.strerror}). Choose a writable folder.") from None
-    return p
-
-def check_output_file(path, # the file that work will write (its folder may not exist yet)
-                      what:str='output', # how the message names it, e.g. '--out'
-                      suffixes=None, # the allowed endings, e.g. ('.csv', '.md'); None: any
-                     ) -> Path:
-    "Check that the file `path` can be written where it is meant to go, without creating anything; return it."
-    check(isinstance(path, (str, Path)) and str(path).strip() != '', f"{what}: give a file path, got {path!r}.")
-    p = Path(path).expanduser()
-    check(not p.is_dir(), f"{what} {path} is a folder: give a file name in it, e.g. {p/('out' + (suffixes[0] if suffixes else ''))}.")
-    check(suffixes is None or p.suffix.lower() in suffixes, f"{what} {path}: the file must end in {', '.join(suffixes or ())}.")
-    check_folder(p.parent, what); return p
-
+__all__ = ['set_seed', 'check_device', 'default_device', 'model_device', 'progress_if', 'get_rng_states', 'set_rng_states',
+           'atomic_torch_save', 'NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_int',
+           'check_folder', 'check_output_file', 'in_test', 'fsync_path', 'temp_file', 'remove_stale_temps',
+           'atomic_write', 'save_json', 'load_json']
 
 # %% ../nbs/00_core.ipynb #8b231ff4
 def set_seed(seed:int):
     "Seed Python, NumPy and torch (CPU and CUDA) so a run can be repeated."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-
-def _gib(b) -> str: return f"{b / 2**30:.1f} GiB"
 
 def check_device(device='auto', # 'auto' (the GPU if there is one, else the CPU), 'cpu', 'cuda', 'cuda:N', 'mps' or a `torch.device`
                  need:int=None, # bytes of GPU memory the work needs, where that can be known
@@ -144,12 +65,7 @@ def model_device(m:torch.nn.Module) -> torch.device:
 
 def progress_if(it, show:bool):
     "`it` with a fastprogress bar when `show`, else `it` itself (fastprogress draws a character even when told not to display)."
-    from fastprogress.fastprogress import progress_bar
     return progress_bar(it) if show else it
-
-def in_test() -> bool:
-    "True while `nbdev-test` runs the notebooks: examples shrink to seconds then."
-    return bool(os.environ.get('IN_TEST'))
 
 # %% ../nbs/00_core.ipynb #5dfacf7b
 def get_rng_states() -> dict:
@@ -169,64 +85,7 @@ def set_rng_states(d:dict):
     np.random.set_state(('MT19937', n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
-# %% ../nbs/00_core.ipynb #50493287
-def fsync_path(p:Path):
-    "Flush a file, or a folder's entries, to disk (best effort: some filesystems refuse it for folders)."
-    try: fd = os.open(p, os.O_RDONLY)
-    except OSError: return
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
-
-def _writer() -> str: return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"   # no dots: they split the name
-
-def temp_file(path) -> Path:
-    "A new empty temporary file beside `path`, named after it and this writer (host-pid)."
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.{_writer()}.', suffix='.tmp', dir=path.parent); os.close(fd)
-    return Path(tmp)
-
-def remove_stale_temps(folder):
-    "Delete the `temp_file`s in `folder` whose writer ran on this machine and is gone; others may be live."
-    host = _writer().rpartition('-')[0]
-    for f in Path(folder).glob('.*.tmp'):
-        h, _, pid = f.name[:-len('.tmp')].split('.')[-2].rpartition('-')   # the random part has no dots
-        if h != host or not pid.isdigit(): continue
-        try: os.kill(int(pid), 0)
-        except ProcessLookupError: f.unlink(missing_ok=True)
-        except OSError: pass               # alive, or not ours to ask about
-
-def atomic_write(path, # the file to (re)write
-                 data:bytes|str, # its new content
-                ):
-    "Write `data` to `path` so that a crash leaves the old file or the new one, never a torn one."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str): data = data.encode()
-    tmp = temp_file(path)
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    fsync_path(path.parent)
-    return path
-
-def save_json(obj, path):
-    "Atomically write `obj` as indented JSON."
-    return atomic_write(path, json.dumps(obj, indent=1, default=_json_default) + '\n')
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, torch.Tensor): return o.tolist()
-    if isinstance(o, Path): return str(o)
-    raise TypeError(f"{type(o).__name__} is not JSON serializable")
-
-def load_json(path):
-    "Read a JSON file written by `save_json`."
-    with open(path) as f: return json.load(f)
-
+# %% ../nbs/00_core.ipynb #c0e0a003
 def atomic_torch_save(obj, path):
     "`torch.save` through `atomic_write`."
     buf = io.BytesIO(); torch.save(obj, buf)

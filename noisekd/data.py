@@ -6,24 +6,32 @@ Docs: https://noisekd.github.io/noisekd/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #b6214ff9
 from __future__ import annotations
-import os, pickle, hashlib, random
+import os, pickle, random, shutil, tarfile, tempfile
+import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, torch, torch.nn.functional as F
+import scipy.io as sio, matplotlib.pyplot as plt
+from PIL import Image
+from sklearn.datasets import load_digits as _ld
+from sklearn.model_selection import train_test_split
 from .core import *
+from .download import (DATASETS, CIFAR10_CLASSES, CIFAR10C_CORRUPTIONS, FASHION_FILES, DEBIAN_FASHION, SYNTHETIC, SOURCES,
+                              data_root, cifar10c_root, fashion_mnist_folder, download_dataset, _CIFAR_MD5, _debian_md5s, _md5)
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
+_all_ = ['DATASETS', 'CIFAR10_CLASSES', 'CIFAR10C_CORRUPTIONS', 'FASHION_FILES', 'DEBIAN_FASHION', 'SYNTHETIC', 'data_root',
+         'cifar10c_root', 'fashion_mnist_folder']
 
 # %% auto #0
-__all__ = ['CIFAR10_CLASSES', 'DIGIT_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'FASHION_CLASSES', 'FASHION_FILES',
-           'DEBIAN_FASHION', 'AUGMENT', 'DATASETS', 'ImageArrays', 'resize', 'load_digits', 'show_images', 'data_root',
-           'load_cifar10', 'load_svhn', 'load_cinic_ood', 'cifar10c_root', 'load_cifar10c', 'fashion_mnist_folder',
-           'load_fashion_mnist', 'write_fake_cifar10', 'write_fake_svhn', 'write_fake_cinic',
-           'write_fake_fashion_mnist', 'write_fake_cifar10c', 'corrupt_labels', 'random_crop', 'random_flip',
-           'auto_switch', 'dataset_of', 'ArrayLoader', 'make_dls', 'get_data']
+__all__ = ['DIGIT_CLASSES', 'FASHION_CLASSES', 'AUGMENT', 'ImageArrays', 'resize', 'load_digits', 'show_images', 'load_cifar10',
+           'load_svhn', 'load_cinic_ood', 'load_cifar10c', 'load_fashion_mnist', 'write_fake_cifar10',
+           'write_fake_svhn', 'write_fake_cinic', 'write_fake_fashion_mnist', 'write_fake_cifar10c',
+           'write_fake_archives', 'corrupt_labels', 'random_crop', 'random_flip', 'auto_switch', 'dataset_of',
+           'ArrayLoader', 'make_dls', 'get_data', 'DATASETS', 'CIFAR10_CLASSES', 'CIFAR10C_CORRUPTIONS',
+           'FASHION_FILES', 'DEBIAN_FASHION', 'SYNTHETIC', 'data_root', 'cifar10c_root', 'fashion_mnist_folder']
 
 # %% ../nbs/01_data.ipynb #ce3fb11a
-CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 DIGIT_CLASSES = [str(i) for i in range(10)]
 
 @dataclass
@@ -73,8 +81,6 @@ def resize(data:ImageArrays, size:int) -> ImageArrays:
 # %% ../nbs/01_data.ipynb #e970604b
 def load_digits(size:int=32) -> tuple[ImageArrays, ImageArrays]:
     "scikit-learn's bundled digits as 3×`size`×`size` images: (train, test), a fixed stratified 80/20 split."
-    from sklearn.datasets import load_digits as _ld
-    from sklearn.model_selection import train_test_split
     d = _ld()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16
     x = F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False).clamp(0, 1)
@@ -86,7 +92,6 @@ def load_digits(size:int=32) -> tuple[ImageArrays, ImageArrays]:
 # %% ../nbs/01_data.ipynb #a6474301
 def show_images(data:ImageArrays, n:int=8, title=None, idxs=None, ax_size=1.2):
     "A row of `n` images with their labels."
-    import matplotlib.pyplot as plt
     idxs = list(range(n)) if idxs is None else list(idxs)
     fig, axs = plt.subplots(1, len(idxs), figsize=(ax_size*len(idxs), ax_size*1.25), squeeze=False)
     for ax, i in zip(axs[0], idxs):
@@ -97,18 +102,6 @@ def show_images(data:ImageArrays, n:int=8, title=None, idxs=None, ax_size=1.2):
     return fig
 
 # %% ../nbs/01_data.ipynb #5eac952d
-def data_root(root=None) -> Path:
-    "`root`, else `$NOISEKD_DATA`, else `./data`."
-    return Path(root or os.environ.get('NOISEKD_DATA') or 'data').expanduser()
-
-def _md5(path, chunk=1<<20):
-    h = hashlib.md5()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(chunk), b''): h.update(b)
-    return h.hexdigest()
-
-SYNTHETIC = 'SYNTHETIC-TEST-DATA'
-
 def _check_file(path:Path, md5:str|None, what:str, how:str):
     check(path.is_file(), f"{what}: missing file {path}. {how}")
     if md5 is not None and not (path.parent/SYNTHETIC).exists() and _md5(path) != md5:
@@ -118,7 +111,6 @@ def _check_file(path:Path, md5:str|None, what:str, how:str):
 
 def _download(name:str, root):
     "Fetch dataset `name` as `noisekd data get` does (official archive, published MD5, atomic unpacking)."
-    from noisekd.download import download_dataset
     download_dataset(name, root)
 
 def _how(name:str, root:Path, size:str) -> str:
@@ -127,11 +119,6 @@ def _how(name:str, root:Path, size:str) -> str:
             f"into {root}, or point root= (or $NOISEKD_DATA) at the folder that holds it")
 
 # %% ../nbs/01_data.ipynb #573f6075
-_CIFAR_MD5 = {'data_batch_1': 'c99cafc152244af753f735de768cd75f', 'data_batch_2': 'd4bba439e000b95fd0a9bffe97cbabec',
-              'data_batch_3': '54ebc095f3ab1f0389bbae665268c751', 'data_batch_4': '634d18415352ddfa80567beed471001a',
-              'data_batch_5': '482c414d41f54cd18b22e5b47cb7c3cb', 'test_batch': '40351d587109b95175f43aff81a1287e',
-              'batches.meta': '5ff9c542aee3614f3951f8cda6e48888'}
-
 def load_cifar10(root=None, train:bool=True, download:bool=False, checksums:bool=True) -> ImageArrays:
     "CIFAR-10 from `root/cifar-10-batches-py` (torchvision's layout)."
     root = data_root(root); folder = root/'cifar-10-batches-py'
@@ -162,7 +149,6 @@ _SVHN_MD5 = {'train': 'e26dedcc434d2e4c54c9b2d4a06d8373', 'test': 'eb5a983be6a31
 
 def load_svhn(root=None, split:str='train', download:bool=False, checksums:bool=True) -> ImageArrays:
     "SVHN from `root/{split}_32x32.mat` (torchvision's layout); digit 0 is label 0."
-    import scipy.io as sio
     check_choice('SVHN split', split, list(_SVHN_MD5))
     root = data_root(root); path = root/f'{split}_32x32.mat'
     how = _how('svhn', root, '246 MB, train and test') if split != 'extra' else (
@@ -182,7 +168,6 @@ def load_svhn(root=None, split:str='train', download:bool=False, checksums:bool=
 # %% ../nbs/01_data.ipynb #d4689c89
 def load_cinic_ood(root=None, split:str='test', per_class:int|None=2100, seed:int=0, folder:str='cinic-10') -> ImageArrays:
     "The ImageNet-derived images of CINIC-10 `split`: the OOD test set for CIFAR-10 models."
-    from PIL import Image
     check_choice('CINIC-10 split', split, ['train', 'valid', 'test'])
     base = data_root(root)/folder/split
     how = (f"Run `noisekd data get cinic10 --root {data_root(root)}` (command line) or noisekd.download.download_dataset('cinic10', root) "
@@ -209,15 +194,6 @@ def load_cinic_ood(root=None, split:str='test', per_class:int|None=2100, seed:in
     return ImageArrays(x, torch.tensor(ys), classes, f'cinic10-{split}-imagenet')
 
 # %% ../nbs/01_data.ipynb #1bb8bfa9
-CIFAR10C_CORRUPTIONS = ['gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur',
-                        'zoom_blur', 'snow', 'frost', 'fog', 'brightness', 'contrast', 'elastic_transform', 'pixelate',
-                        'jpeg_compression', 'speckle_noise', 'gaussian_blur', 'spatter', 'saturate']
-
-def cifar10c_root(root=None) -> Path:
-    "`root` if it holds `labels.npy`, else `root/CIFAR-10-C`."
-    root = data_root(root)
-    return root if (root/'labels.npy').is_file() else root/'CIFAR-10-C'
-
 def load_cifar10c(root=None, corruption:str='gaussian_noise', severity:int=1, classes=CIFAR10_CLASSES) -> ImageArrays:
     "One corruption at one severity (1..5) of CIFAR-10-C, or of a generated set in its layout."
     folder = cifar10c_root(root)
@@ -244,26 +220,8 @@ def load_cifar10c(root=None, corruption:str='gaussian_noise', severity:int=1, cl
 
 # %% ../nbs/01_data.ipynb #18c0f296
 FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
-FASHION_FILES = {'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d', 'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
-                 't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79', 't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310'}
-DEBIAN_FASHION = Path('/usr/share/datasets/fashion-mnist')
-
-def fashion_mnist_folder(root=None) -> Path|None:
-    "The first folder holding all four Fashion-MNIST files: `root/fashion-mnist`, `root/FashionMNIST/raw`, then Debian's."
-    base = data_root(root)
-    for d in (base/'fashion-mnist', base/'FashionMNIST'/'raw', DEBIAN_FASHION):
-        if all((d/f).is_file() for f in FASHION_FILES): return d
-    return None
-
-def _debian_md5s(folder:Path) -> dict:
-    "The MD5s the Debian package lists for the files of `folder` (empty if it is not the package's folder)."
-    f = Path('/var/lib/dpkg/info/dataset-fashion-mnist.md5sums')
-    if folder != DEBIAN_FASHION or not f.is_file(): return {}
-    return {Path(p).name: m for m, p in (l.split(maxsplit=1) for l in f.read_text().splitlines() if l.strip())}
-
 def _read_idx(path:Path, what:str, how:str) -> np.ndarray:
     "An idx array (MNIST's format: magic, dims, then uint8 data) from a gzipped file."
-    import gzip
     try:
         with gzip.open(path, 'rb') as f: b = f.read()
         zero, dtype, nd = b[0] | b[1], b[2], b[3]
@@ -314,7 +272,6 @@ def write_fake_cifar10(root, n_train:int=50, n_test:int=20, seed:int=0) -> Path:
 
 def write_fake_svhn(root, n_train:int=50, n_test:int=20, seed:int=0) -> Path:
     "A tiny SVHN in the `{split}_32x32.mat` layout (labels 1..10, 10 = digit 0)."
-    import scipy.io as sio
     rng = np.random.default_rng(seed); root = Path(root); root.mkdir(parents=True, exist_ok=True)
     for split, n in [('train', n_train), ('test', n_test)]:
         sio.savemat(str(root/f'{split}_32x32.mat'), {'X': _fake_images(rng, n).transpose(1, 2, 3, 0),
@@ -323,7 +280,6 @@ def write_fake_svhn(root, n_train:int=50, n_test:int=20, seed:int=0) -> Path:
 
 def write_fake_cinic(root, n_imagenet:int=3, n_cifar:int=2, split:str='test', seed:int=0) -> Path:
     "A tiny CINIC-10 split in the ImageFolder layout, with ImageNet-named and `cifar10-` files per class."
-    from PIL import Image
     rng = np.random.default_rng(seed); base = Path(root)/'cinic-10'/split
     for cls in CIFAR10_CLASSES:
         (base/cls).mkdir(parents=True, exist_ok=True)
@@ -333,7 +289,6 @@ def write_fake_cinic(root, n_imagenet:int=3, n_cifar:int=2, split:str='test', se
 
 def write_fake_fashion_mnist(root, n_train:int=50, n_test:int=20, seed:int=0, size:int=28) -> Path:
     "A tiny Fashion-MNIST: the four gzipped idx files under `root/fashion-mnist`."
-    import gzip
     rng = np.random.default_rng(seed); folder = Path(root)/'fashion-mnist'; folder.mkdir(parents=True, exist_ok=True)
     def idx(a): return bytes([0, 0, 8, a.ndim]) + b''.join(int(d).to_bytes(4, 'big') for d in a.shape) + a.tobytes()
     for split, n in [('train', n_train), ('t10k', n_test)]:
@@ -348,6 +303,30 @@ def write_fake_cifar10c(root, n:int=10, corruptions=('gaussian_noise', 'contrast
     np.save(folder/'labels.npy', np.tile(y, 5).astype(np.uint8))
     for c in corruptions: np.save(folder/f'{c}.npy', _fake_images(rng, 5*n))
     _mark(folder); return folder
+
+# %% ../nbs/01_data.ipynb #dcd610e3
+def write_fake_archives(folder, names=None, n:int=8, seed:int=0) -> dict:
+    "Tiny archives of `names` (default: all) in the publishers' formats and file names, in `folder`; returns {file: md5}."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    names = list(SOURCES) if names is None else list(names)
+    with tempfile.TemporaryDirectory() as t:
+        t = Path(t)
+        def tar(name, members, base, mode):
+            with tarfile.open(folder/name, mode) as f:
+                for m in members: f.add(base/m, arcname=m)
+        if 'cifar10' in names: write_fake_cifar10(t, n, n, seed); tar('cifar-10-python.tar.gz', ['cifar-10-batches-py'], t, 'w:gz')
+        if 'cifar10c' in names:
+            write_fake_cifar10c(t, n, CIFAR10C_CORRUPTIONS, seed); tar('CIFAR-10-C.tar', ['CIFAR-10-C'], t, 'w')
+        if 'cinic10' in names:
+            for split in ('train', 'valid', 'test'): write_fake_cinic(t, 2, 1, split, seed)
+            tar('CINIC-10.tar.gz', ['train', 'valid', 'test'], t/'cinic-10', 'w:gz')
+        if 'svhn' in names:
+            write_fake_svhn(t/'svhn', n, n, seed)
+            for a in SOURCES['svhn'].archives: shutil.copy(t/'svhn'/a.file, folder/a.file)
+        if 'fashion-mnist' in names:
+            d = write_fake_fashion_mnist(t, n, n, seed)
+            for a in SOURCES['fashion-mnist'].archives: shutil.copy(d/a.file, folder/a.file)
+    return {a.file: _md5(folder/a.file) for s in names for a in SOURCES[s].archives}
 
 # %% ../nbs/01_data.ipynb #4ca4748d
 def corrupt_labels(data:ImageArrays, rate:float, seed:int=0) -> ImageArrays:
@@ -443,8 +422,6 @@ def make_dls(train:ImageArrays, test:ImageArrays, bs:int=128, augment:str=None, 
     return dls
 
 # %% ../nbs/01_data.ipynb #6c431631
-DATASETS = ['digits', 'cifar10', 'svhn', 'fashion-mnist']
-
 def _take(data:ImageArrays, subset, seed:int, what:str) -> ImageArrays:
     if subset is None: return data
     check_range(what, subset, lo=0, lo_open=True)

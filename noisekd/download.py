@@ -6,18 +6,65 @@ Docs: https://noisekd.github.io/noisekd/download.html.md"""
 
 # %% ../nbs/01b_download.ipynb #0abce12e
 from __future__ import annotations
-import os, sys, shutil, tarfile, tempfile, http.client, urllib.request, urllib.error
+import os, sys, shutil, hashlib, tarfile, tempfile, http.client, urllib.request, urllib.error
 from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np
-from .core import *
-from .data import (data_root, SYNTHETIC, CIFAR10_CLASSES, CIFAR10C_CORRUPTIONS, FASHION_FILES, DEBIAN_FASHION,
-                   fashion_mnist_folder, cifar10c_root, _CIFAR_MD5, _debian_md5s, _md5)
+from tqdm import tqdm
+from .base import *
 
 # %% auto #0
-__all__ = ['SOURCES', 'DOWNLOADS', 'DATA_HELP', 'Archive', 'Source', 'sources_with', 'mirror_url', 'fetch', 'write_fake_archives',
-           'DataStatus', 'human_size', 'dataset_status', 'download_dataset', 'data_get', 'data_check', 'data_parser',
-           'download_args', 'data_from_args', 'data_needs', 'notebook_needs', 'preflight_data']
+__all__ = ['DATASETS', 'CIFAR10_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'FASHION_FILES', 'DEBIAN_FASHION', 'SOURCES',
+           'DOWNLOADS', 'DATA_HELP', 'data_root', 'cifar10c_root', 'fashion_mnist_folder', 'Archive', 'Source',
+           'sources_with', 'mirror_url', 'fetch', 'DataStatus', 'human_size', 'dataset_status', 'download_dataset',
+           'data_get', 'data_check', 'data_parser', 'download_args', 'data_from_args', 'preflight_data']
+
+# %% ../nbs/01b_download.ipynb #d0a10002
+DATASETS = ['digits', 'cifar10', 'svhn', 'fashion-mnist']   # what `get_data` trains on; the digits ship with scikit-learn
+CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+SYNTHETIC = 'SYNTHETIC-TEST-DATA'   # a folder holding this file is a test fixture: its files have no published MD5
+
+def data_root(root=None) -> Path:
+    "`root`, else `$NOISEKD_DATA`, else `./data`."
+    return Path(root or os.environ.get('NOISEKD_DATA') or 'data').expanduser()
+
+def _md5(path, chunk=1<<20):
+    h = hashlib.md5()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(chunk), b''): h.update(b)
+    return h.hexdigest()
+
+_CIFAR_MD5 = {'data_batch_1': 'c99cafc152244af753f735de768cd75f', 'data_batch_2': 'd4bba439e000b95fd0a9bffe97cbabec',
+              'data_batch_3': '54ebc095f3ab1f0389bbae665268c751', 'data_batch_4': '634d18415352ddfa80567beed471001a',
+              'data_batch_5': '482c414d41f54cd18b22e5b47cb7c3cb', 'test_batch': '40351d587109b95175f43aff81a1287e',
+              'batches.meta': '5ff9c542aee3614f3951f8cda6e48888'}
+
+CIFAR10C_CORRUPTIONS = ['gaussian_noise', 'shot_noise', 'impulse_noise', 'defocus_blur', 'glass_blur', 'motion_blur',
+                        'zoom_blur', 'snow', 'frost', 'fog', 'brightness', 'contrast', 'elastic_transform', 'pixelate',
+                        'jpeg_compression', 'speckle_noise', 'gaussian_blur', 'spatter', 'saturate']
+
+def cifar10c_root(root=None) -> Path:
+    "`root` if it holds `labels.npy`, else `root/CIFAR-10-C`."
+    root = data_root(root)
+    return root if (root/'labels.npy').is_file() else root/'CIFAR-10-C'
+
+FASHION_FILES = {'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d', 'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
+                 't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79', 't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310'}
+DEBIAN_FASHION = Path('/usr/share/datasets/fashion-mnist')
+
+def fashion_mnist_folder(root=None) -> Path|None:
+    "The first folder holding all four Fashion-MNIST files: `root/fashion-mnist`, `root/FashionMNIST/raw`, then Debian's."
+    base = data_root(root)
+    for d in (base/'fashion-mnist', base/'FashionMNIST'/'raw', DEBIAN_FASHION):
+        if all((d/f).is_file() for f in FASHION_FILES): return d
+    return None
+
+def _debian_md5s(folder:Path) -> dict:
+    "The MD5s the Debian package lists for the files of `folder` (empty if it is not the package's folder)."
+    f = Path('/var/lib/dpkg/info/dataset-fashion-mnist.md5sums')
+    if folder != DEBIAN_FASHION or not f.is_file(): return {}
+    return {Path(p).name: m for m, p in (l.split(maxsplit=1) for l in f.read_text().splitlines() if l.strip())}
+
 
 # %% ../nbs/01b_download.ipynb #ed1afe27
 @dataclass(frozen=True)
@@ -68,7 +115,6 @@ def sources_with(md5s:dict=None) -> dict:
 DOWNLOADS = '.downloads'   # where archives are fetched, under the data root (emptied once they are unpacked)
 
 def _bar(total, initial, desc, show):
-    from tqdm import tqdm
     return tqdm(total=total, initial=initial, desc=desc, unit='B', unit_scale=True, unit_divisor=1024, disable=not show,
                 file=sys.stderr, dynamic_ncols=True)
 
@@ -118,31 +164,6 @@ def fetch(a:Archive, folder, mirror:str=None, progress:bool=True, log=print) -> 
                            f"nothing was unpacked. If it came from a mirror, the mirror's copy is damaged or another version.")
     os.replace(part, dest)
     return dest
-
-# %% ../nbs/01b_download.ipynb #dcd610e3
-def write_fake_archives(folder, names=None, n:int=8, seed:int=0) -> dict:
-    "Tiny archives of `names` (default: all) in the publishers' formats and file names, in `folder`; returns {file: md5}."
-    from noisekd.data import write_fake_cifar10, write_fake_svhn, write_fake_cinic, write_fake_cifar10c, write_fake_fashion_mnist
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    names = list(SOURCES) if names is None else list(names)
-    with tempfile.TemporaryDirectory() as t:
-        t = Path(t)
-        def tar(name, members, base, mode):
-            with tarfile.open(folder/name, mode) as f:
-                for m in members: f.add(base/m, arcname=m)
-        if 'cifar10' in names: write_fake_cifar10(t, n, n, seed); tar('cifar-10-python.tar.gz', ['cifar-10-batches-py'], t, 'w:gz')
-        if 'cifar10c' in names:
-            write_fake_cifar10c(t, n, CIFAR10C_CORRUPTIONS, seed); tar('CIFAR-10-C.tar', ['CIFAR-10-C'], t, 'w')
-        if 'cinic10' in names:
-            for split in ('train', 'valid', 'test'): write_fake_cinic(t, 2, 1, split, seed)
-            tar('CINIC-10.tar.gz', ['train', 'valid', 'test'], t/'cinic-10', 'w:gz')
-        if 'svhn' in names:
-            write_fake_svhn(t/'svhn', n, n, seed)
-            for a in SOURCES['svhn'].archives: shutil.copy(t/'svhn'/a.file, folder/a.file)
-        if 'fashion-mnist' in names:
-            d = write_fake_fashion_mnist(t, n, n, seed)
-            for a in SOURCES['fashion-mnist'].archives: shutil.copy(d/a.file, folder/a.file)
-    return {a.file: _md5(folder/a.file) for s in names for a in SOURCES[s].archives}
 
 # %% ../nbs/01b_download.ipynb #6eeca61a
 @dataclass
@@ -328,42 +349,6 @@ def data_from_args(args) -> int:
     return 0 if data_check(args.names, args.root) else 1
 
 # %% ../nbs/01b_download.ipynb #598058d7
-def _needs(dataset:str, evals, scale) -> dict:
-    from noisekd.experiments import get_scale
-    from noisekd.evaluate import uses_cifar10c
-    S, evals = get_scale(scale), (evals,) if isinstance(evals, str) else tuple(evals or ())
-    out = {dataset: 'training and test images'} if dataset in SOURCES else {}
-    if 'ood' in evals: out['cinic10'] = 'OOD accuracy'
-    if 'corruptions' in evals and uses_cifar10c(dataset, S.size or 32, S.corruption_n): out['cifar10c'] = 'mCA'
-    return out
-
-def data_needs(runs) -> dict:
-    "The datasets the `Run`s of a plan read: {name: what for}."
-    out = {}
-    for r in runs:
-        if r.kind == 'select': continue
-        ev = r.evals if r.kind == 'student' else ('ood',) if r.dataset == 'cifar10' else ()
-        for k, v in _needs(r.dataset, ev, r.scale).items():
-            if v not in out.get(k, ''): out[k] = f"{out[k]}, {v}" if k in out else v
-    return out
-
-def notebook_needs(notebook, params:dict) -> dict:
-    "The datasets a `noisekd run` of an experiment notebook with `params` reads (its defaults filled in)."
-    import ast, papermill as pm
-    from noisekd.cli import notebook_path
-    from noisekd.evaluate import PAPER_EVALS
-    path = notebook_path(notebook)
-    p = {}
-    for k, v in pm.inspect_notebook(str(path)).items():
-        try: p[k] = ast.literal_eval(v['default'])
-        except (ValueError, SyntaxError): pass
-    p.update(params)
-    ds = p.get('dataset')
-    if path.stem not in ('teacher', 'student', 'evaluate') or ds not in PAPER_EVALS: return {}
-    ev = {'teacher': ('ood',) if ds == 'cifar10' else (), 'student': p.get('evals'),
-          'evaluate': PAPER_EVALS[ds] if p.get('evals') is None else p.get('evals')}[path.stem]
-    return _needs(ds, ev, p.get('scale', 'full'))
-
 def preflight_data(needs:dict, # {dataset: what for}, as `data_needs` gives it
                    root=None, download:bool=False, mirror:str=None, md5s:dict=None, progress:bool=True, log=print) -> dict:
     "Check every dataset of `needs` before anything runs; fetch the unusable ones first with `download`, else raise listing each and its fix."

@@ -11,7 +11,8 @@ import numpy as np, pandas as pd, torch
 from .core import *
 from .data import *
 from .attacks import robust_accuracy, pgd_sweep, TABLE4_STEPS, TABLE5_EPS_255
-from .robustness import write_corrupted_set, corruption_accuracy, corruption_summary, mca, ood_accuracy, predict, GENERATED_CORRUPTIONS
+from .corruptions import write_corrupted_set, GENERATED_CORRUPTIONS
+from .robustness import corruption_accuracy, corruption_summary, mca, ood_accuracy, predict
 
 # %% auto #0
 __all__ = ['EVALS', 'PAPER_EVALS', 'RECORD_COLS', 'check_evals', 'uses_cifar10c', 'corruption_set', 'evaluate']

@@ -7,16 +7,19 @@ Docs: https://noisekd.github.io/noisekd/evidence.html.md"""
 # %% ../nbs/13_evidence.ipynb #fa00e624
 from __future__ import annotations
 import json
+import platform
 from pathlib import Path
 import pandas as pd
+import torch, fastai
+import noisekd
 from .core import *
+from .report import collect
 
 # %% auto #0
 __all__ = ['load_evidence', 'save_evidence']
 
 # %% ../nbs/13_evidence.ipynb #f56e3314
 def _evidence_dir() -> Path:
-    import noisekd
     return Path(noisekd.__file__).parent/'evidence'
 
 def load_evidence(name:str='fashion-mnist-cpu', # a record set in `folder`
@@ -38,8 +41,6 @@ def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
                   **how, # how the runs were made: command, commit, machine, times, ... (stored as given)
                  ) -> pd.DataFrame:
     "Collect the records under `runs` (strictly: a damaged file stops it) into `name`.csv, and `how` with the software into `name`.json."
-    import platform, torch, fastai
-    from noisekd.report import collect
     runs, d = Path(runs), Path(folder or _evidence_dir())
     rec = collect(runs, strict=True)
     rec['run'] = [_run_id(r, sc, ds) for r, sc, ds in zip(rec['run'], rec['scale'], rec['dataset'])]

@@ -6,74 +6,28 @@ Docs: https://noisekd.github.io/noisekd/experiments.html.md"""
 
 # %% ../nbs/08_experiments.ipynb #72413827
 from __future__ import annotations
-import os, sys, json, time, math, traceback, dataclasses
+import os, sys, ast, json, time, math, traceback, dataclasses
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch.nn as nn
+import matplotlib.pyplot as plt
+import noisekd
 from .core import *
-from .evaluate import EVALS
+from .download import SOURCES
+from .data import DATASETS, data_root
+from .models import get_model
+from .callbacks import parse_method, method_callbacks
+from .evaluate import EVALS, PAPER_EVALS, RECORD_COLS, check_evals, uses_cifar10c, evaluate
+from .train import train_model, load_model, fickle_schedule, run_complete, METRICS, _check_writable
+from .scales import *
+_all_ = ['Scale', 'SCALES', 'get_scale', 'TABLES']
 
 # %% auto #0
-__all__ = ['SCALES', 'TEACHER_METHODS_SCHEDULE_FT', 'TABLES', 'RUN_COLS', 'EVAL_DIR', 'RECORDS', 'Scale', 'get_scale', 'Run',
-           'plan', 'feature_weight', 'teacher_config', 'student_config', 'run_teacher', 'run_student', 'select_teacher',
-           'evaluate_run', 'plot_history', 'notebooks_dir', 'run_done', 'run_params', 'run_deps', 'execute_run',
-           'RunFailed', 'progress_text', 'run_summary', 'execute']
-
-# %% ../nbs/08_experiments.ipynb #8aa49166
-@dataclass(frozen=True)
-class Scale:
-    "How big every run of a sweep is: networks, epochs, data, grids and evaluation sizes."
-    name: str
-    teacher_arch: str = 'wrn_40_2'   # the paper's teacher
-    student_arch: str = 'wrn_16_2'   # the paper's student
-    epoch_scale: float = 1.          # multiplies every schedule's epochs (milestones stay proportional)
-    teacher_epoch_scale: float = None # the teachers' epoch multiplier (None: `epoch_scale`); short runs need longer teachers
-    size: int = None                 # image size (None: the dataset's own)
-    subset: float = None             # training images (count or fraction; None: all)
-    test_subset: int = None          # test images (None: all)
-    bs: int = 128                    # batch size
-    seeds: int = 5                   # seeds per configuration
-    teacher_seeds: int = None        # teacher seeds per configuration, the best kept (None: `seeds`)
-    # grids of the paper (Tables 1-5, Figs 2-5)
-    ft_ps: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
-    ft_p_addon: float = 0.4          # the Fickle Teacher of Table 2's +FT
-    feature_methods: tuple = ('at', 'sp', 'rkd-d', 'rkd-a', 'rkd-da')
-    sigmas: tuple = (0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
-    sigmas_attack: tuple = (0.02, 0.05, 0.2, 0.5)
-    mc_rates: tuple = (0., 0.05, 0.1, 0.15, 0.25, 0.5)
-    label_noises: tuple = (0., 0.05, 0.1, 0.15, 0.25, 0.5)
-    # evaluation
-    pgd_n: int = None                # test images attacked (None: all)
-    pgd_restarts: int = 5
-    pgd_steps: tuple = (1, 5, 10, 15, 20, 100, 200, 1000)
-    pgd_eps_255: tuple = (1, 2, 10, 20, 25, 50, 100, 200)
-    ood_per_class: int = 2100        # CINIC-10 ImageNet images per class
-    corruption_n: int = None         # clean images behind a generated corrupted set (None: the whole test set)
-
-SCALES = {
-    'full': Scale('full'),
-    'small': Scale('small', 'wrn_40_2', 'wrn_16_2', epoch_scale=0.075, size=16, bs=64, seeds=3,
-                   ft_ps=(0.1, 0.3, 0.5), ft_p_addon=0.3, sigmas=(0.02, 0.05, 0.1, 0.2, 0.5), sigmas_attack=(0.02, 0.05, 0.2, 0.5),
-                   mc_rates=(0., 0.1, 0.25, 0.5), label_noises=(0., 0.1, 0.25, 0.5), pgd_n=360,
-                   pgd_steps=(1, 5, 10, 20, 100), pgd_eps_255=(1, 2, 10, 25, 50, 100)),
-    'demo': Scale('demo', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.05, teacher_epoch_scale=0.15, size=16, bs=64, seeds=2, teacher_seeds=1,
-                  ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2), sigmas_attack=(0.05, 0.2),
-                  mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_n=200, pgd_restarts=2,
-                  pgd_steps=(1, 5, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=200),
-    # Fashion-MNIST on two CPU cores, designed to test the paper's claims (see "The CPU scale" below)
-    'cpu': Scale('cpu', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.04, teacher_epoch_scale=0.1, size=16, subset=5000, bs=128, seeds=3,
-                 teacher_seeds=1, ft_ps=(0.1, 0.3), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2),
-                 sigmas_attack=(0.05, 0.2), mc_rates=(0., 0.1, 0.25), label_noises=(0.25, 0.5), pgd_n=300, pgd_restarts=2,
-                 pgd_steps=(1, 5, 10, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=1000),
-    'tiny': Scale('tiny', 'wrn_10_1', 'wrn_10_1', epoch_scale=0.005, size=8, subset=64, test_subset=32, bs=32, seeds=2,
-                  ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.1,), sigmas_attack=(0.1,),
-                  mc_rates=(0., 0.5), label_noises=(0., 0.5), pgd_n=16, pgd_restarts=2, pgd_steps=(1, 3),
-                  pgd_eps_255=(2, 50), ood_per_class=2, corruption_n=16),
-}
-
-def get_scale(scale) -> Scale:
-    "A `Scale` by name (full, small, demo, tiny), or the `Scale` given."
-    return scale if isinstance(scale, Scale) else SCALES[check_choice('scale', scale, SCALES)]
+__all__ = ['TEACHER_METHODS_SCHEDULE_FT', 'RUN_COLS', 'EVAL_DIR', 'RECORDS', 'Run', 'plan', 'feature_weight', 'teacher_config',
+           'student_config', 'run_teacher', 'run_student', 'select_teacher', 'evaluate_run', 'plot_history',
+           'notebooks_dir', 'notebook_path', 'run_done', 'run_params', 'run_deps', 'execute_run', 'RunFailed',
+           'progress_text', 'run_summary', 'execute', 'data_needs', 'notebook_needs', 'Scale', 'SCALES', 'get_scale',
+           'TABLES']
 
 # %% ../nbs/08_experiments.ipynb #a55b92e8
 def _g(v): return f'{float(v):g}'
@@ -106,7 +60,6 @@ class Run:
         return base if self.kind == 'select' else base/f'seed{self.seed}'
     @property
     def needs_teacher(self) -> bool:
-        from noisekd.callbacks import parse_method
         return self.kind == 'student' and parse_method(self.method)['teacher']
     def teacher_select(self) -> Run:
         "The selection run whose best teacher this student distills from."
@@ -115,8 +68,6 @@ class Run:
     def name(self) -> str: return str(self.path)
 
 # %% ../nbs/08_experiments.ipynb #65b1bf5c
-TABLES = ['table1', 'table2', 'table3', 'table4', 'table5', 'fig2', 'fig3', 'fig4']
-
 def _ood(dataset): return ('ood',) if dataset == 'cifar10' else ()
 def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits', 'fashion-mnist') else ()
 
@@ -126,7 +77,6 @@ def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
          seeds:int=None, # seeds per configuration (None: the scale's)
         ) -> list:
     "The runs of `table` ('table1' … 'fig4', or 'all') for `dataset` at `scale`, teachers first."
-    from noisekd.data import DATASETS
     check_choice('dataset', dataset, DATASETS)
     S = get_scale(scale); seeds = S.seeds if seeds is None else seeds
     check(int(seeds) == seeds and seeds >= 1, f"seeds must be a positive integer, got {seeds!r}.")
@@ -175,7 +125,6 @@ def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
 # %% ../nbs/08_experiments.ipynb #4f003324
 def feature_weight(method:str, size:int=None):
     "AT's β for images of `size`: the paper's 1000 at 32×32, scaled by (size/32)² (None: the paper's weight)."
-    from noisekd.callbacks import parse_method
     if size is None or size == 32 or parse_method(method)['feature'] != 'at': return None
     return 1000. * (size / 32) ** 2
 
@@ -193,8 +142,6 @@ def _check_out(out):
 
 def teacher_config(out, dataset='digits', seed=0, p=0., label_noise=0., scale='full', arch=None, root=None, device='auto') -> dict:
     "Validated parameters of a teacher run; a clear error for anything wrong."
-    from noisekd.data import DATASETS
-    from noisekd.models import get_model
     S = get_scale(scale); check_choice('dataset', dataset, DATASETS)
     p = _opt_float('teacher dropout p', p, lo=0, hi=1, hi_open=True) or 0.
     label_noise = _opt_float('label_noise', label_noise, lo=0, hi=1) or 0.
@@ -204,10 +151,6 @@ def teacher_config(out, dataset='digits', seed=0, p=0., label_noise=0., scale='f
 def student_config(out, dataset='digits', method='baseline', teacher=None, seed=0, sigma=None, rate=None, label_noise=0.,
                    evals=('clean',), scale='full', arch=None, root=None, device='auto') -> dict:
     "Validated parameters of a student run; a clear error for anything wrong."
-    from noisekd.data import DATASETS
-    from noisekd.models import get_model
-    from noisekd.callbacks import parse_method, method_callbacks
-    from noisekd.evaluate import check_evals
     S = get_scale(scale); check_choice('dataset', dataset, DATASETS)
     m = parse_method(method)
     sigma, rate = _opt_float('sigma', sigma), _opt_float('MC rate r', rate, hi=1)
@@ -230,7 +173,6 @@ class _Stub(nn.Module):
 
 # %% ../nbs/08_experiments.ipynb #d97cabd5
 def _frame(rows, info:dict) -> pd.DataFrame:
-    from noisekd.evaluate import RECORD_COLS
     df = pd.DataFrame(rows, columns=RECORD_COLS) if not isinstance(rows, pd.DataFrame) else rows
     for k in reversed(RUN_COLS): df.insert(0, k, info.get(k))
     return df
@@ -241,7 +183,6 @@ def _training_rows(rec:dict) -> list:
 
 def _run_evals(out:Path, model, dataset, evals, S:Scale, root, progress) -> pd.DataFrame:
     "Run each evaluation not yet cached in `out/evals`; return all of them (seed 0 for every model: the same subsets, corruptions and PGD starts)."
-    from noisekd.evaluate import evaluate
     frames = []
     for e in evals:
         f = out/EVAL_DIR/f'{e}.csv'
@@ -261,7 +202,6 @@ def _finish(out:Path, info:dict, train_rec:dict, evals:pd.DataFrame) -> pd.DataF
 def run_teacher(out, dataset='digits', seed=0, p=0., label_noise=0., scale='full', arch=None, root=None, device='auto',
                 progress=True) -> pd.DataFrame:
     "Train one teacher seed (resuming if cut off) and evaluate it; returns its records."
-    from noisekd.train import train_model, load_model
     c = teacher_config(out, dataset, seed, p, label_noise, scale, arch, root, device); S, out = get_scale(scale), c['out']
     rec = train_model(out, dataset, c['arch'], drop=c['p'], seed=c['seed'], scale=S.teacher_epoch_scale or S.epoch_scale, bs=S.bs, size=S.size,
                       subset=S.subset, test_subset=S.test_subset, label_noise=c['label_noise'], root=root, device=device, progress=progress)
@@ -274,8 +214,6 @@ def run_teacher(out, dataset='digits', seed=0, p=0., label_noise=0., scale='full
 def run_student(out, dataset='digits', method='baseline', teacher=None, seed=0, sigma=None, rate=None, label_noise=0.,
                 evals=('clean',), scale='full', arch=None, root=None, device='auto', progress=True) -> pd.DataFrame:
     "Train one student seed with `method` (resuming if cut off), then run its evaluations; returns its records."
-    from noisekd.train import train_model, load_model, fickle_schedule
-    from noisekd.callbacks import parse_method
     c = student_config(out, dataset, method, teacher, seed, sigma, rate, label_noise, evals, scale, arch, root, device)
     S, out, dev = get_scale(scale), c['out'], default_device(device)
     t = load_model(c['teacher'], device=dev) if c['teacher'] else None
@@ -295,7 +233,6 @@ def run_student(out, dataset='digits', method='baseline', teacher=None, seed=0, 
 # %% ../nbs/08_experiments.ipynb #b169bc45
 def select_teacher(folder, seeds, scale:str=None) -> dict:
     "Pick the best finished seed of a teacher configuration by last-epoch test accuracy; write `best.json` and records."
-    from noisekd.train import run_complete, METRICS
     folder = Path(folder); seeds = list(seeds)
     missing = [s for s in seeds if not run_complete(folder/f'seed{s}')]
     check(not missing, f"Teacher seeds {missing} in {folder} are not finished; the best teacher is chosen among all {len(seeds)} seeds.")
@@ -315,8 +252,6 @@ def select_teacher(folder, seeds, scale:str=None) -> dict:
 # %% ../nbs/08_experiments.ipynb #d13ff70a
 def evaluate_run(model, dataset='digits', evals=None, scale='full', out=None, root=None, device='auto', progress=True) -> pd.DataFrame:
     "Evaluate a trained model (run folder or `model.pth`) at `scale`'s evaluation sizes; write the records to `out`."
-    from noisekd.train import load_model
-    from noisekd.evaluate import evaluate
     S = get_scale(scale)
     m = load_model(model, expect=dict(dataset=dataset), device=default_device(device))
     df = evaluate(m, dataset, evals, root=root, test_subset=S.test_subset, ood_per_class=S.ood_per_class, corruption_n=S.corruption_n,
@@ -326,8 +261,6 @@ def evaluate_run(model, dataset='digits', evals=None, scale='full', out=None, ro
 
 def plot_history(run, axs=None):
     "Test accuracy and mean training loss per epoch of the run in folder `run`."
-    import matplotlib.pyplot as plt
-    from noisekd.train import METRICS
     h = load_json(Path(run)/METRICS)['history']
     if axs is None: _, axs = plt.subplots(1, 2, figsize=(8, 2.8))
     e = [r['epoch'] for r in h]
@@ -339,10 +272,17 @@ def plot_history(run, axs=None):
 # %% ../nbs/08_experiments.ipynb #ec23a5e8
 def notebooks_dir() -> Path:
     "The folder of the parameterized experiment notebooks (`nbs/experiments`, shipped as `noisekd/notebooks`)."
-    import noisekd
     for d in (Path(noisekd.__file__).parent/'notebooks', Path(noisekd.__file__).parents[1]/'nbs'/'experiments'):
         if (d/'student.ipynb').is_file(): return d
     raise NoisekdError("The experiment notebooks (teacher.ipynb, student.ipynb, …) are missing from the installation; reinstall noisekd.")
+
+def notebook_path(name) -> Path:
+    "An experiment notebook by name (teacher, student, evaluate, report) or by path."
+    p = Path(name)
+    if p.suffix == '.ipynb' or p.exists():
+        check(p.is_file(), f"No notebook at {p}."); return p
+    names = sorted(f.stem for f in notebooks_dir().glob('*.ipynb'))
+    return notebooks_dir()/f"{check_choice('notebook', name, names)}.ipynb"
 
 def _teacher_path(run:Run, runs_dir:Path) -> Path:
     sel = runs_dir/run.teacher_select().path
@@ -350,7 +290,6 @@ def _teacher_path(run:Run, runs_dir:Path) -> Path:
 
 def run_done(run:Run, runs_dir) -> bool:
     "True if `run` has nothing left to do in `runs_dir`."
-    from noisekd.train import run_complete
     d = Path(runs_dir)/run.path
     if run.kind == 'select':
         if not ((d/'best.json').is_file() and (d/RECORDS).is_file()): return False
@@ -408,9 +347,7 @@ def execute(runs, # `Run`s in dependency order, as `plan` gives them
            ) -> dict:
     "Run `runs` in order into `runs_dir`: skip complete ones, resume cut-off ones, go on past failures."
     check_choice('executor', executor, ['papermill', 'inline'])
-    from noisekd.data import data_root
     runs_dir, root = Path(runs_dir).resolve(), data_root(root).resolve()   # notebooks run in runs_dir: paths must not be relative
-    from noisekd.train import _check_writable
     _check_writable(runs_dir)
     failed, done, skipped = {}, [], []
     n = len(runs)
@@ -430,3 +367,36 @@ def execute(runs, # `Run`s in dependency order, as `plan` gives them
     log(f"{len(done)} run(s) done, {len(skipped)} already done, {len(failed)} failed.")
     for run, (msg, nb) in failed.items(): log(f"  failed: {run.name}: {msg}" + (f"\n          notebook: {nb}" if nb else ''))
     return dict(done=done, skipped=skipped, failed=failed)
+
+# %% ../nbs/08_experiments.ipynb #e8a0c003
+def _needs(dataset:str, evals, scale) -> dict:
+    S, evals = get_scale(scale), (evals,) if isinstance(evals, str) else tuple(evals or ())
+    out = {dataset: 'training and test images'} if dataset in SOURCES else {}
+    if 'ood' in evals: out['cinic10'] = 'OOD accuracy'
+    if 'corruptions' in evals and uses_cifar10c(dataset, S.size or 32, S.corruption_n): out['cifar10c'] = 'mCA'
+    return out
+
+def data_needs(runs) -> dict:
+    "The datasets the `Run`s of a plan read: {name: what for}."
+    out = {}
+    for r in runs:
+        if r.kind == 'select': continue
+        ev = r.evals if r.kind == 'student' else ('ood',) if r.dataset == 'cifar10' else ()
+        for k, v in _needs(r.dataset, ev, r.scale).items():
+            if v not in out.get(k, ''): out[k] = f"{out[k]}, {v}" if k in out else v
+    return out
+
+def notebook_needs(notebook, params:dict) -> dict:
+    "The datasets a `noisekd run` of an experiment notebook with `params` reads (its defaults filled in)."
+    import papermill as pm   # 0.75 s to import after torch: only where a notebook is read
+    path = notebook_path(notebook)
+    p = {}
+    for k, v in pm.inspect_notebook(str(path)).items():
+        try: p[k] = ast.literal_eval(v['default'])
+        except (ValueError, SyntaxError): pass
+    p.update(params)
+    ds = p.get('dataset')
+    if path.stem not in ('teacher', 'student', 'evaluate') or ds not in PAPER_EVALS: return {}
+    ev = {'teacher': ('ood',) if ds == 'cifar10' else (), 'student': p.get('evals'),
+          'evaluate': PAPER_EVALS[ds] if p.get('evals') is None else p.get('evals')}[path.stem]
+    return _needs(ds, ev, p.get('scale', 'full'))

@@ -12,14 +12,23 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from .core import *
 
 # %% auto #0
-__all__ = ['fickle_dropout', 'Dropout', 'BasicBlock', 'WideResNet', 'count_params', 'wrn_40_2', 'wrn_16_2', 'get_model',
-           'feature_modules', 'dropout_modules', 'set_fickle', 'train_modes', 'restore_modes', 'fickle', 'eval_mode']
+__all__ = ['keep_mask', 'fickle_dropout', 'Dropout', 'BasicBlock', 'WideResNet', 'count_params', 'wrn_40_2', 'wrn_16_2',
+           'get_model', 'feature_modules', 'dropout_modules', 'set_fickle', 'train_modes', 'restore_modes', 'fickle',
+           'eval_mode']
 
 # %% ../nbs/02_models.ipynb #01cdd396
+def keep_mask(x:torch.Tensor, p:float) -> torch.Tensor:
+    "A bool mask shaped and laid out like `x`: each unit kept iff a fresh 16-bit uniform integer is at least p·2¹⁶."
+    n, k = x.numel(), round(p * 2**16)
+    w = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)   # 64 uniform bits: four units
+    u = w.view(torch.int16)[:n]                       # uniform on -2¹⁵ … 2¹⁵-1
+    dense = x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last))
+    u = u.as_strided(x.shape, x.stride()) if dense else u.view(x.shape)   # x's layout: the multiply streams both
+    return u >= k - 2**15                             # P = 1 - k/2¹⁶
+
 def fickle_dropout(x:torch.Tensor, p:float) -> torch.Tensor:
-    "Dropout of `x`: each unit kept iff a fresh fp32 uniform exceeds `p`, and scaled by 1/(1-p), in `x`'s dtype."
-    m = torch.rand_like(x, dtype=torch.float32).sub_(p).mul_(2.**100).clamp_(0, 1 / (1 - p))
-    return torch.mul(x, m, out=torch.empty_like(x))   # computed in fp32, rounded once to x's dtype
+    "Dropout of `x`: each unit kept with probability 1-p (to 2⁻¹⁷) and scaled by 1/(1-p) in fp32, rounded once to `x`'s dtype."
+    return torch.mul(x, keep_mask(x, p)).mul_(1 / (1 - p))
 
 class Dropout(nn.Dropout):
     "`nn.Dropout`; on the CPU without autograd (a Fickle Teacher) its masks come from `fickle_dropout`."

@@ -7,9 +7,15 @@ Docs: https://noisekd.github.io/noisekd/report.html.md"""
 # %% ../nbs/09_report.ipynb #695c7e5c
 from __future__ import annotations
 import math, html
+import zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
+import torch, matplotlib, matplotlib.pyplot as plt
+from scipy import stats
+import noisekd
 from .core import *
+from .experiments import RUN_COLS
+from .evaluate import RECORD_COLS
 
 # %% auto #0
 __all__ = ['KEYS', 'ALPHA', 'POWER', 'collect', 'summarize', 'paper_results', 'compare', 'welch', 'verdict', 'confounded',
@@ -32,18 +38,14 @@ def _records(f:Path) -> pd.DataFrame:
     if not len(df): raise ValueError("holds no records")
     v = pd.to_numeric(df['value'], errors='coerce')
     if v.isna().any() or df['metric'].isna().any(): raise ValueError(f"damaged: row {int(np.argmax(v.isna() | df['metric'].isna())) + 2} has no metric or no number")
-    from noisekd.experiments import RUN_COLS
-    from noisekd.evaluate import RECORD_COLS
     return df.assign(value=v).reindex(columns=list(dict.fromkeys(RUN_COLS + RECORD_COLS + list(df.columns))))   # older files: missing columns empty
 
 def _damage(f:Path):
     "What is wrong with a run's `metrics.json`, `best.json`, `model.pth` or `checkpoint.pth` (None: it reads)."
-    import torch
     try:
         if f.suffix == '.json':
             check(isinstance(load_json(f), dict), 'not a JSON object')
         else:
-            import zipfile
             if not zipfile.is_zipfile(f): return "damaged or truncated (not the zip archive torch.save writes)"
             ck = torch.load(f, weights_only=True, mmap=True, map_location='cpu')   # mmap: the tensors are not read
             check(isinstance(ck, dict) and 'model' in ck and 'meta' in ck, 'not a noisekd model file (no state_dict and metadata)')
@@ -119,7 +121,6 @@ def _paper_row(table, r) -> dict:
 
 def paper_results() -> pd.DataFrame:
     "Every number the paper reports, normalized to noisekd's keys."
-    import noisekd
     folder = Path(noisekd.__file__).parent/'paper_results'
     rows = []
     for t, f in _PAPER_FILES.items():
@@ -162,7 +163,6 @@ def welch(a, # one arm: (mean, sd, seeds)
           power:float=POWER, # the power at which `mdd` is detected
          ) -> dict:
     "Welch's comparison of a and b from their seeds: Δ = mean_a - mean_b, its interval, p-value and smallest detectable Δ."
-    from scipy import stats
     (ma, sa, na), (mb, sb, nb) = a, b
     r = dict(delta=ma - mb, n_a=na, n_b=nb, se=np.nan, df=np.nan, lo=np.nan, hi=np.nan, p=np.nan, mdd=np.nan)
     if min(na, nb) < 2: return r                       # one seed: its seed noise is unknown, nothing can be tested
@@ -340,7 +340,6 @@ def _legend(ax, **kw):
 
 def fig_pgd_sigma(summary, dataset, ax=None):
     "Fig. 2: PGD-20 accuracy (ε = 8/255) against σ for SR and GA."
-    import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.3))
     P = paper_results()
     for m in ('sr', 'ga'):
@@ -353,7 +352,6 @@ def fig_pgd_sigma(summary, dataset, ax=None):
 
 def fig_pgd_sweep(summary, dataset, x='steps', ax=None):
     "Tables 4–5 as curves: robust accuracy against PGD steps (ε = 8/255) or against ε (20 steps), per σ."
-    import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.3))
     pat = r'^pgd(\d+)_acc$' if x == 'steps' else r'^pgd20_eps([\d.]+)_acc$'
     for m, ls in (('sr', '-'), ('ga', '--')):
@@ -368,7 +366,6 @@ def fig_pgd_sweep(summary, dataset, x='steps', ax=None):
 
 def fig_corruptions(summary, dataset, ax=None):
     "Fig. 3: per-corruption accuracy (conditional on a correct clean prediction) of Hinton and the SR students."
-    import matplotlib.pyplot as plt
     d = summary[(summary.dataset == dataset) & (summary.metric == 'cond_acc') & (summary.corruption.astype(object).fillna('') != '')
                 & summary.method.isin(['hinton', 'sr']) & (summary.label_noise.fillna(0) == 0)]
     if ax is None: _, ax = plt.subplots(figsize=(9, 3.3))
@@ -382,7 +379,6 @@ def fig_corruptions(summary, dataset, ax=None):
 
 def fig_label_noise(summary, dataset, metric='clean_acc', ax=None):
     "Figs. 4–5: accuracy heat map, rows Teacher, Baseline and MC rate r (r = 0 is Hinton), columns the label-corruption rate c."
-    import matplotlib.pyplot as plt
     s = summary[(summary.dataset == dataset) & (summary.corruption.astype(object).fillna('') == '')]
     rows = {}
     t = s[(s.method == 'teacher') & (s.metric == 'teacher_' + metric) & (s.p.fillna(0) == 0)]
@@ -440,8 +436,7 @@ def write_report(runs_dir, # the runs folder to collect records from
                  log=warn, # where left-out files are named
                 ) -> dict:
     "Collect, summarize and compare every run under `runs_dir`; write tables, figures, report.md and report.html to `out`."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    matplotlib.use('Agg')
     runs_dir = Path(runs_dir); out = Path(out or runs_dir/'report')
     rec = collect(runs_dir, strict, log); summ = summarize(rec); left = rec.attrs.get('left_out', {})
     (out/'tables').mkdir(parents=True, exist_ok=True); (out/'figures').mkdir(parents=True, exist_ok=True)

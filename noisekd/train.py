@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from .core import *
 from fastai.learner import Learner, Recorder, AvgSmoothLoss
-from fastai.callback.core import Callback, CancelFitException, event
+from fastai.callback.core import Callback, CancelFitException, CancelEpochException, event
 from fastai.callback.progress import ProgressCallback
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
@@ -21,7 +21,7 @@ from fastai.optimizer import OptimWrapper
 from fastprogress.fastprogress import progress_bar
 from .data import *
 from .models import *
-from .callbacks import Autocast
+from .callbacks import Autocast, method_callbacks
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'BF16_ENV', 'NATIVE_BF16', 'CPU_FAST', 'fickle_schedule',
@@ -124,7 +124,6 @@ def run_complete(path) -> bool:
 
 def _fit_from(learn, start):
     "fastai's `_do_fit`, starting at epoch `start`, so epoch numbers stay absolute after a resume."
-    from fastai.callback.core import CancelEpochException
     for epoch in range(start, learn.n_epoch):
         learn.epoch = epoch
         learn._with_events(learn._do_epoch, 'epoch', CancelEpochException)
@@ -358,7 +357,6 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
                 fast=None, # speed switches (`FastPath`, dict or bool; None: 'auto', on for a GPU, bf16 on a CPU with native bf16)
                ) -> dict:
     "Train `arch` on `dataset` with `method` into the run folder `out`; resumes and skips finished runs."
-    from noisekd.callbacks import method_callbacks
     E, M = get_schedule(schedule, epochs, scale)
     check_range('learning rate lr', lr, lo=0, hi=math.inf, lo_open=True, hi_open=True)
     get_model(arch, 10, drop)                               # a bad arch or dropout fails here, before any data is read

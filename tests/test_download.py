@@ -34,7 +34,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 def mirror(tmp_path_factory):
     "(url, md5s, folder): the fixture archives behind a loopback server."
     folder = tmp_path_factory.mktemp('mirror')
-    md5s = dl.write_fake_archives(folder, n=8)
+    md5s = nd.write_fake_archives(folder, n=8)
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(RangeHandler, directory=str(folder)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f'http://127.0.0.1:{srv.server_port}', md5s, folder
@@ -44,7 +44,7 @@ def mirror(tmp_path_factory):
 def fixtures_published(mirror, monkeypatch, tmp_path):
     "The command line sees the fixtures' checksums as the published ones, and no Debian Fashion-MNIST."
     monkeypatch.setattr(dl, 'SOURCES', dl.sources_with(mirror[1]))
-    monkeypatch.setattr(nd, 'DEBIAN_FASHION', tmp_path/'no-debian')
+    monkeypatch.setattr(dl, 'DEBIAN_FASHION', tmp_path/'no-debian')
     monkeypatch.delenv('NOISEKD_DATA', raising=False); monkeypatch.delenv('NOISEKD_MIRROR', raising=False)
     return mirror
 
@@ -85,7 +85,7 @@ def test_wrong_checksum_is_refused_and_leaves_nothing(mirror, monkeypatch, tmp_p
 
 def test_killed_download_resumes(tmp_path):
     "A download killed (SIGKILL) half-way completes on the next call, with one request for the rest."
-    folder = tmp_path/'mirror'; md5s = dl.write_fake_archives(folder, ['svhn'], n=400)   # train_32x32.mat: 1.2 MB
+    folder = tmp_path/'mirror'; md5s = nd.write_fake_archives(folder, ['svhn'], n=400)   # train_32x32.mat: 1.2 MB
     srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(RangeHandler, directory=str(folder)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     url, root = f'http://127.0.0.1:{srv.server_port}', tmp_path/'data'

@@ -11,7 +11,7 @@ import pytest, torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 from conftest import ROOT, TALLY
 from noisekd import cli
-from noisekd.core import save_json, atomic_torch_save
+from noisekd.core import save_json, atomic_torch_save, check_device
 
 SETTINGS = dict(derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 BASE = Path(__import__('tempfile').mkdtemp(prefix='noisekd-fuzz-'))
@@ -35,8 +35,8 @@ _sandbox()
 def _tree():
     return sorted((str(p), p.stat().st_mtime_ns if p.is_file() else 0) for p in BASE.rglob('*'))
 
-_WORK = ['noisekd.experiments.execute', 'noisekd.cluster.execute_cluster', 'papermill.execute_notebook', 'noisekd.bench.bench',
-         'noisekd.report.write_report']
+_WORK = ['noisekd.commands.execute', 'noisekd.commands.execute_cluster', 'papermill.execute_notebook', 'noisekd.bench.bench',
+         'noisekd.commands.write_report']   # where the commands look them up
 
 def invoke(argv, work=_WORK):
     "Run `noisekd argv` in this process; (exit status or 'work' or 'crash', stderr)."
@@ -65,7 +65,7 @@ def options(sub) -> list:
     return [a for a in sub._actions if a.dest != 'help' and a.nargs != 0]
 
 def _has(dev):
-    try: cli.check_device(dev); return True
+    try: check_device(dev); return True
     except Exception: return False
 
 _names = st.text(st.characters(codec='utf-8', exclude_categories=['Cs', 'Cc']), max_size=12)   # argv holds no NUL

@@ -47,7 +47,7 @@ def test_frost_set_added_to_an_old_set(tmp_path):
 
 def test_frost_without_imagecorruptions(monkeypatch):
     "Without the package that holds the frost photographs: a clear error naming it, and the other corruptions still work."
-    import importlib.util, noisekd.robustness as R
+    import importlib.util, noisekd.corruptions as R
     R._frost_photos.cache_clear()
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'imagecorruptions' else real(name, *a))
