@@ -6,7 +6,7 @@ Docs: https://noisekd.github.io/noisekd/cluster.html.md"""
 
 # %% ../nbs/08b_cluster.ipynb #3d493818
 from __future__ import annotations
-import os, re, sys, time, uuid, shutil, logging, difflib, importlib, importlib.util, contextlib
+import os, re, sys, json, time, uuid, shutil, signal, logging, tempfile, threading, subprocess, difflib, importlib, importlib.util, contextlib
 from pathlib import Path
 import pandas as pd, torch, matplotlib.pyplot as plt
 from .core import *
@@ -17,7 +17,8 @@ from .train import _check_writable
 
 # %% auto #0
 __all__ = ['CLUSTERS', 'MALLOC_ENV', 'KIND_COLORS', 'check_cluster', 'require_dask', 'gpu_ids', 'local_cluster', 'slurm_cluster',
-           'dask_client', 'run_task', 'prepare_data', 'execute_dask', 'execute_cluster', 'plot_timeline']
+           'slurm_jobs', 'wait_jobs_gone', 'dask_client', 'epochs_done', 'run_task', 'prepare_data', 'execute_dask',
+           'execute_cluster', 'plot_timeline']
 
 # %% ../nbs/08b_cluster.ipynb #fb338a0e
 CLUSTERS = ('local', 'slurm')
@@ -97,69 +98,136 @@ def local_cluster(workers:int=None, # worker processes (default: one per GPU, el
     return SpecCluster(workers=spec, scheduler=sched, silence_logs=logging.WARNING, name='noisekd')
 
 # %% ../nbs/08b_cluster.ipynb #2d444b9c
+def _slurm_gpu(gpu):
+    "Whether worker jobs ask for a GPU: `gpu` if given, else `noisekd: slurm: gpu:` of the Dask config (default: yes)."
+    g = _need('dask').config.get('noisekd.slurm.gpu', default=None) if gpu is None else gpu
+    if g is None: return True
+    check(isinstance(g, bool), f"noisekd: slurm: gpu: in the Dask config must be true or false, got {g!r}.")
+    return g
+
+def _sbatch_test(cluster):
+    "Ask `sbatch --test-only` whether SLURM would take the worker job: its refusal now, not a driver that waits forever."
+    with tempfile.NamedTemporaryFile('w', suffix='.sh', prefix='noisekd-job-') as f:
+        f.write(cluster.job_script()); f.flush()
+        try: p = subprocess.run(['sbatch', '--test-only', f.name], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired: return    # a slow controller: the real submission will tell
+    if p.returncode:
+        why = ' '.join((p.stderr or p.stdout).strip().splitlines()[-2:])
+        raise NoisekdError(f"SLURM refuses the worker job ({why}). Its script is `noisekd.cluster.slurm_cluster(0).job_script()`; "
+                           "fix queue, account, cores, memory or walltime under jobqueue: slurm: in ~/.config/dask/jobqueue.yaml, "
+                           "and on nodes without GPUs set noisekd: slurm: gpu: false (or run with --device cpu).")
+
 def slurm_cluster(workers:int=1, # worker jobs, one worker each (0: none yet, e.g. to look at `job_script()`)
-                  gpu:bool=True, # each job asks for one GPU and its worker declares `GPU = 1`
+                  gpu:bool=None, # each job asks for one GPU and its worker declares `GPU = 1` (None: `noisekd: slurm: gpu:` of the Dask config, default yes)
                   allowed_failures:int=None, # times a task may lose its worker before it fails (None: Dask's, 3)
                   **kwargs, # `dask_jobqueue.SLURMCluster` arguments (queue, account, cores, memory, walltime, …): override the config file
                  ):
     "Worker jobs on a SLURM cluster through dask-jobqueue, one GPU each; the rest of a job from `~/.config/dask/jobqueue.yaml`."
     dask = _need('dask'); _need('distributed'); jq = _need('dask_jobqueue', 'slurm')
     check(isinstance(workers, int) and workers >= 0, f"workers must be a positive integer, got {workers!r}.")
+    gpu = _slurm_gpu(gpu)
     cfg = lambda k: dask.config.get(f'jobqueue.slurm.{k}', default=None) or []
     directives = list(kwargs.pop('job_extra_directives', None) or cfg('job-extra-directives'))
     args = list(kwargs.pop('worker_extra_args', None) or cfg('worker-extra-args'))
+    prologue = list(kwargs.pop('job_script_prologue', None) or cfg('job-script-prologue'))
     if gpu and not any(str(d).lstrip('-').startswith(('gres', 'gpus', 'G ')) for d in directives): directives.append('--gres=gpu:1')
     if gpu and '--resources' not in args: args += ['--resources', 'GPU=1']
-    sched = dict(kwargs.pop('scheduler_options', None) or {})
+    if not any('OMP_NUM_THREADS' in str(p) for p in prologue):       # torch uses the job's cores, not every core of the node
+        prologue.append('export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1} MKL_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}')
+    sched = dict(kwargs.pop('scheduler_options', None) or cfg('scheduler-options') or {})
     if allowed_failures is not None: sched['allowed_failures'] = allowed_failures
-    try: cluster = jq.SLURMCluster(processes=1, job_extra_directives=directives, worker_extra_args=args, scheduler_options=sched, **kwargs)
+    try: cluster = jq.SLURMCluster(processes=1, job_extra_directives=directives, worker_extra_args=args, job_script_prologue=prologue,
+                                   scheduler_options=sched, **kwargs)
     except ValueError as e:
         raise NoisekdError(f"dask-jobqueue could not describe the SLURM worker jobs: {e}. Set cores, memory, queue, account and "
                            "walltime under jobqueue: slurm: in ~/.config/dask/jobqueue.yaml (see the cluster chapter of the docs).") from None
     if workers:
-        if not shutil.which('sbatch'):
-            cluster.close()
-            raise NoisekdError("sbatch is not on this machine's PATH: run --cluster slurm on a login node of the SLURM cluster.")
-        cluster.adapt(minimum_jobs=workers, maximum_jobs=workers)
+        try:
+            check(shutil.which('sbatch'), "sbatch is not on this machine's PATH: run --cluster slurm on a login node of the SLURM cluster.")
+            _sbatch_test(cluster)
+        except NoisekdError: cluster.close(); raise
+        cluster.adapt(minimum_jobs=workers, maximum_jobs=workers)   # a job that ends (scancel, wall time) is replaced
     return cluster
 
+def slurm_jobs(cluster) -> list:
+    "The SLURM job ids of `cluster`'s worker jobs that were submitted."
+    ids = [str(j.job_id) for j in list(cluster.workers.values()) if getattr(j, 'job_id', None)]
+    return sorted(ids, key=lambda j: (len(j), j))      # in the order they were submitted
+
+def wait_jobs_gone(jobs, timeout:float=60, log=print) -> list:
+    "Wait until `squeue` lists none of `jobs` (cancelling those that stay); the ones still listed after `timeout`."
+    jobs, t0, cancelled = [str(j) for j in jobs], time.time(), False
+    while jobs:
+        try: p = subprocess.run(['squeue', '-h', '-o', '%i', '-j', ','.join(jobs)], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired): return jobs
+        if p.returncode and 'Invalid job id' in p.stderr: return []   # all of them left squeue already
+        if p.returncode:
+            log(f"Could not ask squeue about worker job(s) {', '.join(jobs)} ({p.stderr.strip()[:200]}): check with squeue -j {','.join(jobs)}")
+            return jobs
+        jobs = [j for j in p.stdout.split() if j in jobs]
+        if not jobs: break
+        if time.time() - t0 > timeout / 2 and not cancelled:
+            subprocess.run(['scancel', *jobs], capture_output=True); cancelled = True
+        if time.time() - t0 > timeout:
+            log(f"SLURM still lists worker job(s) {', '.join(jobs)} after {timeout:g} s: cancel them with scancel {' '.join(jobs)}")
+            break
+        time.sleep(1)
+    return jobs
+
+
 # %% ../nbs/08b_cluster.ipynb #16361f03
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    "In the main thread: SIGTERM (`kill`, a driver job at its wall time) stops the driver as Ctrl-C does, so its workers are closed."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def stop(sig, frame): raise KeyboardInterrupt(f"signal {sig}")
+    old = signal.signal(signal.SIGTERM, stop)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old)
+
 @contextlib.contextmanager
 def dask_client(cluster='local', # 'local', 'slurm', a scheduler address or scheduler file, or a Dask cluster object
                 workers:int=None, # workers to start (local: default one per GPU; slurm: default 1); not for an address
                 timeout:float=30, # seconds to wait for a scheduler at an address
                 log=print, # where the progress lines go
                 **kwargs): # `local_cluster` or `slurm_cluster` arguments
-    "A `distributed.Client` on `cluster`; a cluster started here is closed, with its workers, when the block ends."
+    "A `distributed.Client` on `cluster`; a cluster started here is closed, with its workers (SLURM jobs: until `squeue` lists none), when the block ends."
     if isinstance(cluster, str): cluster = check_cluster(cluster)
     Client = _need('distributed').Client
     env, own = dict(os.environ), None   # a nanny sets thread limits in this process's environment: put it back afterwards
-    try:
-        if cluster == 'local':
-            own = local_cluster(workers, **kwargs)
-            w = own.scheduler_info['workers'].values()
-            log(f"Started a Dask cluster on this machine: {len(w)} worker(s), "
-                + (f"one GPU each ({', '.join(x['name'] for x in w)})" if any(x['resources'].get('GPU') for x in w) else 'CPU only'))
-        elif cluster == 'slurm':
-            own = slurm_cluster(1 if workers is None else workers, **kwargs)
-            log(f"Asked SLURM for {1 if workers is None else workers} worker job(s); runs start as the jobs do.")
-        else: check(workers is None, f"workers sets the size of a cluster noisekd starts (local, slurm); the scheduler at {cluster} has its own.")
-        if own is not None: client = Client(own)
-        elif isinstance(cluster, str):
-            try: client = Client(scheduler_file=cluster, timeout=timeout) if cluster.endswith('.json') else Client(cluster, timeout=timeout)
-            except (OSError, TimeoutError) as e:
-                raise NoisekdError(f"Could not reach a Dask scheduler at {cluster} within {timeout:g} s ({type(e).__name__}: {e}). "
-                                   "Check that it runs (dask scheduler) and that this machine can reach it.") from None
-        else: client = Client(cluster)
-        try: yield client
-        finally: client.close()
-    finally:
-        if own is not None:
-            nanny = logging.getLogger('distributed.nanny'); level = nanny.level
-            nanny.setLevel(logging.ERROR)      # "still alive after 4 s, killing": torch takes a while to exit under load
-            try: own.close()
-            finally: nanny.setLevel(level)
-        os.environ.clear(); os.environ.update(env)
+    with _sigterm_as_interrupt():
+        try:
+            if cluster == 'local':
+                own = local_cluster(workers, **kwargs)
+                w = own.scheduler_info['workers'].values()
+                log(f"Started a Dask cluster on this machine: {len(w)} worker(s), "
+                    + (f"one GPU each ({', '.join(x['name'] for x in w)})" if any(x['resources'].get('GPU') for x in w) else 'CPU only'))
+            elif cluster == 'slurm':
+                own = slurm_cluster(1 if workers is None else workers, **kwargs)
+                log(f"Asked SLURM for {1 if workers is None else workers} worker job(s) ({'one GPU each' if _slurm_gpu(kwargs.get('gpu')) else 'CPU only'}); "
+                    "runs start as the jobs do.")
+            else: check(workers is None, f"workers sets the size of a cluster noisekd starts (local, slurm); the scheduler at {cluster} has its own.")
+            if own is not None: client = Client(own)
+            elif isinstance(cluster, str):
+                try: client = Client(scheduler_file=cluster, timeout=timeout) if cluster.endswith('.json') else Client(cluster, timeout=timeout)
+                except (OSError, TimeoutError) as e:
+                    raise NoisekdError(f"Could not reach a Dask scheduler at {cluster} within {timeout:g} s ({type(e).__name__}: {e}). "
+                                       "Check that it runs (dask scheduler) and that this machine can reach it.") from None
+            else: client = Client(cluster)
+            try: yield client
+            finally: client.close()
+        finally:
+            if own is not None:
+                jobs = slurm_jobs(own) if cluster == 'slurm' else []
+                nanny = logging.getLogger('distributed.nanny'); level = nanny.level
+                nanny.setLevel(logging.ERROR)      # "still alive after 4 s, killing": torch takes a while to exit under load
+                try: own.close()
+                finally: nanny.setLevel(level)
+                if jobs:
+                    left = wait_jobs_gone(jobs, log=log)
+                    if not left: log(f"The SLURM worker job(s) {', '.join(jobs)} are gone: squeue lists none of them.")
+            os.environ.clear(); os.environ.update(env)
+
 
 # %% ../nbs/08b_cluster.ipynb #03214ff5
 _FAILED = ('failed', 'blocked')
@@ -181,8 +249,15 @@ def _held(name:str):
 def _failure(e) -> str: return str(e) if isinstance(e, RunFailed) else f"{type(e).__name__}: {e}"
 
 def _worker_name() -> str:
-    try: return str(_need('distributed').get_worker().name)
-    except (NoisekdError, ValueError): return f"pid{os.getpid()}"
+    "This worker's Dask name, with its SLURM job when it runs in one (dask-jobqueue gives a replacement job the name of the one it replaces)."
+    job = f" (job {os.environ['SLURM_JOB_ID']})" if os.environ.get('SLURM_JOB_ID') else ''
+    try: return str(_need('distributed').get_worker().name) + job
+    except (NoisekdError, ValueError): return f"pid{os.getpid()}" + job
+
+def epochs_done(folder) -> int:
+    "Epochs a run folder's `metrics.json` records as checkpointed (0: none, or not readable yet)."
+    try: return len(json.loads((Path(folder)/'metrics.json').read_text())['history'])
+    except (OSError, ValueError, KeyError, TypeError): return 0
 
 def run_task(run, runs_dir, root=None, device='auto', executor='papermill', scale:Scale=None, deps=(), after=()) -> dict:
     "One run on a worker: skip it if done, else execute it; its outcome, worker and start/finish times as a dict."
@@ -194,6 +269,7 @@ def run_task(run, runs_dir, root=None, device='auto', executor='papermill', scal
     with _held(f"noisekd:{runs_dir/run.path}"):
         r['start'] = time.time()
         if run_done(run, runs_dir): return dict(r, status='skipped', finish=time.time())
+        r['resumed'] = epochs_done(runs_dir/run.path)     # a run cut off before (a lost worker, a killed sweep) goes on from there
         try: execute_run(run, runs_dir, root, device, executor)
         except Exception as e:
             nb = getattr(e, 'notebook', None)
@@ -211,6 +287,53 @@ def prepare_data(dataset:str, scale:Scale, root=None) -> dict:
     except Exception as e: return dict(status='failed', msg=_failure(e))   # the students then meet the error themselves
 
 # %% ../nbs/08b_cluster.ipynb #5243a8ef
+class _Watch:
+    "A driver thread that logs workers joining and leaving during a sweep, and what a leaving worker was running (Dask gives it to another worker)."
+    def __init__(self, client, runs_of:dict, runs_dir:Path, log, every:float=1.0):
+        self.client, self.runs_of, self.runs_dir, self.log, self.every = client, runs_of, runs_dir, log, every
+        self.stop, self.workers, self.busy, self.jobs, self.lost, self.missing = threading.Event(), {}, {}, {}, [], {}
+        self.thread = threading.Thread(target=self._loop, daemon=True, name='noisekd-watch')
+
+    def _who(self, addr) -> str:
+        name, job = self.workers.get(addr, addr), self.jobs.get(addr)
+        return f"{name} (SLURM job {job})" if job else str(name)
+
+    def _look(self, first=False):
+        def state(dask_scheduler):      # defined here, so that it travels by value to a scheduler without noisekd
+            return {a: (str(w.name), [str(t.key) for t in w.processing]) for a, w in dask_scheduler.workers.items()}
+        now = self.client.run_on_scheduler(state)
+        ws = {a: n for a, (n, _) in now.items()}
+        gone = [a for a in self.workers if a not in ws]
+        self.missing = {a: self.missing.get(a, 0) + 1 for a in gone}
+        for a in [a for a in gone if self.missing[a] >= 2]:     # gone twice in a row: a worker that left, not a passing reading
+            runs = [self.runs_of[k] for k in self.busy.get(a, ()) if k in self.runs_of]
+            what = '; '.join(f"{r.name} ({epochs_done(self.runs_dir/r.path)} epoch(s) checkpointed)" for r in runs)
+            self.lost.append(dict(worker=self._who(a), runs=[r.name for r in runs], time=time.time()))
+            self.log(f"Worker {self._who(a)} left ({len(ws)} worker(s) remain)" + (f" while holding {what}: Dask gives "
+                     f"{'them' if len(runs) > 1 else 'it'} to another worker, which resumes from the last checkpoint." if runs else '.'))
+            del self.workers[a], self.missing[a]
+        for a in [a for a in ws if a not in self.workers]:
+            self.workers[a] = ws[a]
+            try: self.jobs[a] = self.client.run(lambda: os.environ.get('SLURM_JOB_ID'), workers=[a], on_error='ignore').get(a)
+            except Exception: pass
+            if not first: self.log(f"Worker {self._who(a)} joined ({len(ws)} worker(s)).")
+        self.busy.update({a: tuple(ks) for a, (_, ks) in now.items()})
+
+    def _loop(self):
+        while not self.stop.wait(self.every):
+            try: self._look()
+            except Exception:
+                if self.client.status in ('closing', 'closed'): return
+
+    def __enter__(self):
+        try: self._look(first=True)
+        except Exception as e:      # a scheduler that does not run our function: the sweep goes on, unwatched
+            self.log(f"(Not watching the workers: {type(e).__name__}: {e})"); return self
+        self.thread.start(); return self
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread.is_alive(): self.thread.join(10)
+
 def _wait_for_workers(client, log):
     if client.scheduler_info()['workers']: return
     log("Waiting for the first Dask worker to join (batch jobs may wait in the queue)…")
@@ -240,6 +363,7 @@ def execute_dask(runs, # the runs, as from `plan`
                                               "or use execute_cluster(runs, runs_dir, 'local').") from None
     own = not isinstance(client, Client)
     if own: client = Client(client)
+    watch = None
     try:
         _wait_for_workers(client, log)
         ws = client.scheduler_info()['workers'].values()
@@ -259,6 +383,7 @@ def execute_dask(runs, # the runs, as from `plan`
                                       key=f"{run.kind}-{token}-{i}", priority=10 if run.kind == 'select' else 0, pure=False,
                                       resources={'GPU': 1} if gpu and run.kind != 'select' else None)
         by_key, out, n = {f.key: run for run, f in futs.items()}, {}, len(runs)
+        watch = _Watch(client, {str(k): r for k, r in by_key.items()}, runs_dir, log).__enter__()
         for k, fut in enumerate(as_completed(list(futs.values())), 1):
             run = by_key[fut.key]
             if fut.status == 'finished': r = fut.result()
@@ -270,19 +395,23 @@ def execute_dask(runs, # the runs, as from `plan`
                 r = dict(run=run, status='blocked' if bad else 'failed', msg=msg, notebook=None, worker=None, start=None, finish=None)
             out[run] = r
             if r['status'] == 'done':
-                log(f"{progress_text(k, n)} ✓ {run.name} ({r['finish'] - r['start']:.0f} s on {r['worker']}) {r.get('summary', '')}".rstrip())
+                again = f", resumed after epoch {r['resumed']}" if r.get('resumed') else ''
+                log(f"{progress_text(k, n)} ✓ {run.name} ({r['finish'] - r['start']:.0f} s on {r['worker']}{again}) {r.get('summary', '')}".rstrip())
             elif r['status'] == 'skipped': log(f"{progress_text(k, n)} = {run.name} (already done)")
             else: log(f"{progress_text(k, n)} ✗ {run.name}: {r['msg']}" + (f" (see {r['notebook']})" if r['notebook'] else ''))
     finally:
+        if watch is not None: watch.__exit__()
         if own: client.close()
     done = [r for r in runs if out[r]['status'] == 'done']; skipped = [r for r in runs if out[r]['status'] == 'skipped']
     failed = {r: (out[r]['msg'], out[r]['notebook']) for r in runs if out[r]['status'] in _FAILED}
     log(f"{len(done)} run(s) done, {len(skipped)} already done, {len(failed)} failed.")
+    if watch.lost: log(f"{len(watch.lost)} worker(s) lost during the sweep ({', '.join(w['worker'] for w in watch.lost)}); "
+                       "the runs they held went to other workers.")
     for run, (msg, nb) in failed.items(): log(f"  failed: {run.name}: {msg}" + (f"\n          notebook: {nb}" if nb else ''))
     tl = pd.DataFrame([dict(run=r.name, kind=r.kind, status=out[r]['status'], worker=out[r]['worker'],
                             start=None if out[r]['start'] is None else out[r]['start'] - t0,
                             finish=None if out[r]['finish'] is None else out[r]['finish'] - t0) for r in runs])
-    return dict(done=done, skipped=skipped, failed=failed, timeline=tl)
+    return dict(done=done, skipped=skipped, failed=failed, timeline=tl, lost=watch.lost)
 
 def execute_cluster(runs, runs_dir='runs', cluster='local', workers:int=None, root=None, device='auto', executor:str='papermill',
                     log=print, **kwargs) -> dict:
@@ -291,6 +420,7 @@ def execute_cluster(runs, runs_dir='runs', cluster='local', workers:int=None, ro
     if cluster in CLUSTERS:
         check(str(device) in ('auto', 'cpu', 'cuda'), f"device {device!r}: on a cluster each worker sees only its own GPU; "
                                                       "use auto (its GPU, else the CPU), cuda or cpu.")
+    if cluster == 'slurm' and str(device) == 'cpu': kwargs.setdefault('gpu', False)     # CPU runs: worker jobs ask for no GPU
     with dask_client(cluster, workers, log=log, **kwargs) as client:
         return execute_dask(runs, runs_dir, client, root, device, executor, log=log)
 

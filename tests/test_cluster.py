@@ -129,16 +129,25 @@ def test_clear_errors(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e: main(['reproduce', 'table3', '--cluster', 'slurmm'])
     assert e.value.code == 2 and "Unknown cluster 'slurmm'. Did you mean 'slurm'?" in capsys.readouterr().err
 
-def test_slurm_job_asks_for_a_gpu():
-    "The SLURM job script dask-jobqueue writes: one GPU per job, a worker that declares it (no job is submitted)."
+def test_slurm_job_asks_for_a_gpu(monkeypatch):
+    "The SLURM job script dask-jobqueue writes: one GPU per job, a worker that declares it, torch on the job's cores (no job is submitted)."
     pytest.importorskip('dask_jobqueue')
+    import shutil, dask
     from noisekd.cluster import slurm_cluster
     cluster = slurm_cluster(0, cores=4, memory='16GB', queue='gpu', walltime='24:00:00')
     try: s = cluster.job_script()
     finally: cluster.close()
     assert '#SBATCH --gres=gpu:1' in s and '--resources GPU=1' in s and '#SBATCH -p gpu' in s, s
+    assert 'export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}' in s, s
+    with dask.config.set({'noisekd.slurm.gpu': False}):                          # CPU-only nodes, as in jobqueue.yaml
+        cluster = slurm_cluster(0, cores=4, memory='16GB')
+        try: s = cluster.job_script()
+        finally: cluster.close()
+        assert 'gres' not in s and 'GPU=1' not in s, s
+    with dask.config.set({'noisekd.slurm.gpu': 'no'}), pytest.raises(NoisekdError, match='must be true or false'): slurm_cluster(0, cores=4, memory='16GB')
     with pytest.raises(NoisekdError, match='cores, memory'): slurm_cluster(0)
-    with pytest.raises(NoisekdError, match='sbatch is not on'): slurm_cluster(2, cores=4, memory='16GB')   # not a SLURM login node
+    monkeypatch.setattr(shutil, 'which', lambda cmd: None)                      # not a SLURM login node (whether this machine has SLURM or not)
+    with pytest.raises(NoisekdError, match='sbatch is not on'): slurm_cluster(2, cores=4, memory='16GB')
 
 def test_gpu_workers_each_see_their_own_gpu(tmp_path, monkeypatch):
     "A machine that shows GPUs 0 and 1: 3 workers take them in turn, each sees only its own and declares GPU=1; runs ask for one."
