@@ -37,7 +37,8 @@ def _records(f:Path) -> pd.DataFrame:
     if miss: raise ValueError(f"not a noisekd records file (no column {', '.join(miss)})")
     if not len(df): raise ValueError("holds no records")
     v = pd.to_numeric(df['value'], errors='coerce')
-    if v.isna().any() or df['metric'].isna().any(): raise ValueError(f"damaged: row {int(np.argmax(v.isna() | df['metric'].isna())) + 2} has no metric or no number")
+    hurt = (v.isna() & df['value'].notna()) | df['metric'].isna()   # an empty value is a metric left undefined (NaN), kept
+    if hurt.any(): raise ValueError(f"damaged: row {int(np.argmax(hurt)) + 2} has no metric or a value that is not a number")
     return df.assign(value=v).reindex(columns=list(dict.fromkeys(RUN_COLS + RECORD_COLS + list(df.columns))))   # older files: missing columns empty
 
 def _damage(f:Path):
