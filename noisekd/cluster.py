@@ -363,7 +363,6 @@ def execute_dask(runs, # the runs, as from `plan`
                                               "or use execute_cluster(runs, runs_dir, 'local').") from None
     own = not isinstance(client, Client)
     if own: client = Client(client)
-    watch = None
     try:
         _wait_for_workers(client, log)
         ws = client.scheduler_info()['workers'].values()
@@ -383,24 +382,23 @@ def execute_dask(runs, # the runs, as from `plan`
                                       key=f"{run.kind}-{token}-{i}", priority=10 if run.kind == 'select' else 0, pure=False,
                                       resources={'GPU': 1} if gpu and run.kind != 'select' else None)
         by_key, out, n = {f.key: run for run, f in futs.items()}, {}, len(runs)
-        watch = _Watch(client, {str(k): r for k, r in by_key.items()}, runs_dir, log).__enter__()
-        for k, fut in enumerate(as_completed(list(futs.values())), 1):
-            run = by_key[fut.key]
-            if fut.status == 'finished': r = fut.result()
-            else:
-                bad = [d for d in run_deps(run) if d in futs and (out.get(d, {}).get('status') in _FAILED or futs[d].status != 'finished')]
-                exc = fut.exception() if fut.status == 'error' else None
-                msg = (f"not run: {bad[0].name} failed" if bad else
-                       f"{_failure(exc)} (run again to resume it from its last checkpoint)" if exc is not None else f"the task was {fut.status}")
-                r = dict(run=run, status='blocked' if bad else 'failed', msg=msg, notebook=None, worker=None, start=None, finish=None)
-            out[run] = r
-            if r['status'] == 'done':
-                again = f", resumed after epoch {r['resumed']}" if r.get('resumed') else ''
-                log(f"{progress_text(k, n)} ✓ {run.name} ({r['finish'] - r['start']:.0f} s on {r['worker']}{again}) {r.get('summary', '')}".rstrip())
-            elif r['status'] == 'skipped': log(f"{progress_text(k, n)} = {run.name} (already done)")
-            else: log(f"{progress_text(k, n)} ✗ {run.name}: {r['msg']}" + (f" (see {r['notebook']})" if r['notebook'] else ''))
+        with _Watch(client, {str(k): r for k, r in by_key.items()}, runs_dir, log) as watch:
+            for k, fut in enumerate(as_completed(list(futs.values())), 1):
+                run = by_key[fut.key]
+                if fut.status == 'finished': r = fut.result()
+                else:
+                    bad = [d for d in run_deps(run) if d in futs and (out.get(d, {}).get('status') in _FAILED or futs[d].status != 'finished')]
+                    exc = fut.exception() if fut.status == 'error' else None
+                    msg = (f"not run: {bad[0].name} failed" if bad else
+                           f"{_failure(exc)} (run again to resume it from its last checkpoint)" if exc is not None else f"the task was {fut.status}")
+                    r = dict(run=run, status='blocked' if bad else 'failed', msg=msg, notebook=None, worker=None, start=None, finish=None)
+                out[run] = r
+                if r['status'] == 'done':
+                    again = f", resumed after epoch {r['resumed']}" if r.get('resumed') else ''
+                    log(f"{progress_text(k, n)} ✓ {run.name} ({r['finish'] - r['start']:.0f} s on {r['worker']}{again}) {r.get('summary', '')}".rstrip())
+                elif r['status'] == 'skipped': log(f"{progress_text(k, n)} = {run.name} (already done)")
+                else: log(f"{progress_text(k, n)} ✗ {run.name}: {r['msg']}" + (f" (see {r['notebook']})" if r['notebook'] else ''))
     finally:
-        if watch is not None: watch.__exit__()
         if own: client.close()
     done = [r for r in runs if out[r]['status'] == 'done']; skipped = [r for r in runs if out[r]['status'] == 'skipped']
     failed = {r: (out[r]['msg'], out[r]['notebook']) for r in runs if out[r]['status'] in _FAILED}
