@@ -13,7 +13,7 @@ from fastai.callback.core import Callback
 from fastai.callback.fp16 import MixedPrecision, AMPMode
 from fastai.torch_core import to_float
 from .data import auto_switch
-from .models import dropout_modules, feature_modules, set_fickle, train_modes, restore_modes
+from .models import Dropout, dropout_modules, feature_modules, set_fickle, train_modes, restore_modes
 from .losses import kd_loss, feature_loss, FEATURE_LOSSES
 
 # %% auto #0
@@ -95,6 +95,9 @@ class Distill(Callback):
         check(n_s is None or n_t is None or n_s == n_t, f"Teacher and student disagree on the number of classes: teacher {n_t}, student {n_s}.")
         self.modes = train_modes(self.teacher)
         self.drops = dropout_modules(self.teacher)
+        g = stream_of(self.learn, 'dropout') if self.fickle else None   # the masks' own stream: other arms' crops stay put
+        for d in self.drops:
+            if isinstance(d, Dropout): d.generator = g
         fast = getattr(self.learn, 'fast', None)
         self.inference = auto_switch(getattr(fast, 'inference_teacher', False), dev)
         amp = next((c for c in self.learn.cbs if isinstance(c, (Autocast, MixedPrecision))), None)
@@ -121,6 +124,8 @@ class Distill(Callback):
         for h in self.hooks: h.remove()
         self.hooks, self.s_feats = [], None
         if hasattr(self, 'modes'): restore_modes(self.teacher, self.modes)
+        for d in getattr(self, 'drops', None) or []:
+            if isinstance(d, Dropout): d.generator = None
 
     def before_batch(self):
         "Run the teacher on the clean batch, before any callback adds noise to it."
@@ -160,7 +165,7 @@ class InputNoise(Callback):
             check(not has, f"{name} is the student alone (no teacher); use SoftRandomization to distill from a teacher on noisy input.")
     def before_batch(self):
         x = self.xb[0]
-        x = x + self.sigma * torch.randn_like(x)
+        x = x + self.sigma * torch.empty_like(x).normal_(generator=stream_of(self.learn, 'noise'))   # δ from the run's 'noise' stream
         self.learn.xb = (x.clamp(0, 1) if self.clip else x,) + tuple(self.xb[1:])
 
 class SoftRandomization(InputNoise):
@@ -186,8 +191,9 @@ class MessyCollaboration(Callback):
     def n_changed(self) -> int: return int(self._changed)   # counted on the device: no GPU sync per batch
     def before_batch(self):
         y = self.yb[0]
-        swap = torch.rand(y.shape, device=y.device) < self.rate
-        y_new = torch.where(swap, torch.randint(0, self.C, y.shape, device=y.device), y)
+        g = stream_of(self.learn, 'labels')   # its own stream: the batches' crops stay those of the arms it is compared with
+        swap = torch.rand(y.shape, device=y.device, generator=g) < self.rate
+        y_new = torch.where(swap, torch.randint(0, self.C, y.shape, device=y.device, generator=g), y)
         self.n_seen += y.numel(); self._changed = self._changed + (y_new != y).sum()
         self.learn.yb = (y_new,) + tuple(self.yb[1:])
 

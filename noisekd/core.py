@@ -6,7 +6,7 @@ Docs: https://noisekd.github.io/noisekd/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #46beefdc
 from __future__ import annotations
-import os, io, random, warnings
+import os, io, random, hashlib, warnings
 import numpy as np, torch
 from fastprogress.fastprogress import progress_bar
 from .base import *
@@ -17,10 +17,10 @@ _all_ = ['NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_
          'fsync_path', 'temp_file', 'remove_stale_temps', 'atomic_write', 'save_json', 'load_json']
 
 # %% auto #0
-__all__ = ['set_seed', 'check_device', 'default_device', 'model_device', 'progress_if', 'get_rng_states', 'set_rng_states',
-           'atomic_torch_save', 'NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_int',
-           'check_folder', 'check_output_file', 'in_test', 'fsync_path', 'temp_file', 'remove_stale_temps',
-           'atomic_write', 'save_json', 'load_json']
+__all__ = ['STREAMS', 'set_seed', 'check_device', 'default_device', 'model_device', 'progress_if', 'get_rng_states',
+           'set_rng_states', 'stream_seed', 'RandomStreams', 'stream_of', 'atomic_torch_save', 'NoisekdError', 'warn',
+           'check', 'check_choice', 'check_range', 'check_int', 'check_folder', 'check_output_file', 'in_test',
+           'fsync_path', 'temp_file', 'remove_stale_temps', 'atomic_write', 'save_json', 'load_json']
 
 # %% ../nbs/00_core.ipynb #8b231ff4
 def set_seed(seed:int):
@@ -84,6 +84,34 @@ def set_rng_states(d:dict):
     n = d['numpy']
     np.random.set_state(('MT19937', n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
+
+# %% ../nbs/00_core.ipynb #e3954e87
+STREAMS = ('init', 'augment', 'noise', 'labels', 'dropout')   # the sources of a run's randomness (batch order: the loader's own)
+
+def stream_seed(seed:int, name:str) -> int:
+    "A 63-bit seed for stream `name` of run seed `seed`: unrelated across names, the same on every machine."
+    return int.from_bytes(hashlib.sha256(f'noisekd/{int(seed)}/{name}'.encode()).digest()[:8], 'little') >> 1
+
+class RandomStreams:
+    "One torch generator per source of randomness (`STREAMS`), each seeded from (seed, name), on `device`."
+    def __init__(self, seed:int, device='cpu'):
+        self.seed, self.device, self._g = int(seed), torch.device(device), {}
+    def __getitem__(self, name:str) -> torch.Generator:
+        g = self._g.get(name)
+        if g is None:
+            check_choice('random stream', name, STREAMS)
+            g = self._g[name] = torch.Generator(self.device).manual_seed(stream_seed(self.seed, name))
+        return g
+    def state_dict(self) -> dict: "The streams drawn from so far, as `weights_only`-loadable tensors."; return {k: g.get_state() for k, g in self._g.items()}
+    def load_state_dict(self, d:dict):
+        "Restore `state_dict`'s streams (a checkpoint's), so a resumed run draws what an uninterrupted one would."
+        for k, s in d.items(): self[k].set_state(s)
+    def __repr__(self): return f"RandomStreams(seed={self.seed}, device='{self.device}', drawn={sorted(self._g)})"
+
+def stream_of(learn, name:str) -> torch.Generator|None:
+    "Stream `name` of `learn`'s data (`make_dls` gives them), or None: torch's global generator, for DataLoaders made elsewhere."
+    s = getattr(getattr(learn, 'dls', None), 'streams', None)
+    return None if s is None else s[name]
 
 # %% ../nbs/00_core.ipynb #c0e0a003
 def atomic_torch_save(obj, path):

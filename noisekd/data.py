@@ -340,19 +340,19 @@ def corrupt_labels(data:ImageArrays, rate:float, seed:int=0) -> ImageArrays:
     return ImageArrays(data.x, y, data.classes, f'{data.name}-corrupt{rate:g}', data.y_clean)
 
 # %% ../nbs/01_data.ipynb #3bc3bfd2
-def random_crop(x:torch.Tensor, pad:int=4) -> torch.Tensor:
-    "Per-image random crops of the zero-padded batch `x` (B×C×H×W), back to H×W."
+def random_crop(x:torch.Tensor, pad:int=4, generator:torch.Generator=None) -> torch.Tensor:
+    "Per-image random crops of the zero-padded batch `x` (B×C×H×W), back to H×W (offsets from `generator`, else torch's global one)."
     if pad == 0: return x
     B, C, H, W = x.shape
     xp = F.pad(x, (pad, pad, pad, pad))
-    i = torch.randint(0, 2*pad + 1, (B, 1), device=x.device); j = torch.randint(0, 2*pad + 1, (B, 1), device=x.device)
+    ij = torch.randint(0, 2*pad + 1, (2, B, 1), device=x.device, generator=generator); i, j = ij[0], ij[1]
     rows = (i + torch.arange(H, device=x.device))[:, None, :, None]
     cols = (j + torch.arange(W, device=x.device))[:, None, None, :]
     return xp[torch.arange(B, device=x.device)[:, None, None, None], torch.arange(C, device=x.device)[None, :, None, None], rows, cols]
 
-def random_flip(x:torch.Tensor, p:float=0.5) -> torch.Tensor:
+def random_flip(x:torch.Tensor, p:float=0.5, generator:torch.Generator=None) -> torch.Tensor:
     "Flip each image of `x` left-right with probability `p`."
-    m = torch.rand(len(x), device=x.device) < p
+    m = torch.rand(len(x), device=x.device, generator=generator) < p
     return torch.where(m[:, None, None, None], x.flip(-1), x)
 
 # %% ../nbs/01_data.ipynb #a3d5c2b1
@@ -375,13 +375,14 @@ class ArrayLoader(DataLoader):
     def __init__(self, data:ImageArrays, bs:int=128, shuffle:bool=False, augment:str='none', pad:int=4, seed:int=None,
                  resident:bool=False, # hold `data` on `device` and index it there (one index tensor per epoch)
                  channels_last:bool=False, # batches in the channels_last (NHWC) memory format
+                 streams:RandomStreams=None, # the run's random streams: crops and flips draw from its 'augment' (None: torch's global generator)
                  **kwargs):
         check_choice('augmentation', augment, ['none', 'crop', 'crop+flip', 'flip'])
         if resident:
             check(not kwargs.get('num_workers'), "A resident loader indexes the data on the device: use num_workers=0.")
             data = data.to(kwargs.get('device') or 'cpu')
         super().__init__(data, bs=bs, shuffle=shuffle, **kwargs)
-        self.augment, self.pad, self.resident, self.channels_last = augment, pad, resident, channels_last
+        self.augment, self.pad, self.resident, self.channels_last, self.streams = augment, pad, resident, channels_last, streams
         if seed is not None: self.rng = random.Random(seed)
     def create_item(self, i): return i
     def create_batches(self, samps):
@@ -394,8 +395,9 @@ class ArrayLoader(DataLoader):
         return self.dataset.x[idxs], self.dataset.y[idxs]
     def after_batch(self, b):
         x, y = b
-        if 'crop' in self.augment: x = random_crop(x, self.pad)
-        if 'flip' in self.augment: x = random_flip(x)
+        g = None if self.streams is None or self.augment == 'none' else self.streams['augment']
+        if 'crop' in self.augment: x = random_crop(x, self.pad, g)
+        if 'flip' in self.augment: x = random_flip(x, generator=g)
         if self.channels_last: x = x.contiguous(memory_format=torch.channels_last)
         return x.float().div_(255), y
     @property
@@ -409,16 +411,18 @@ def make_dls(train:ImageArrays, test:ImageArrays, bs:int=128, augment:str=None, 
              resident='auto', # whole datasets on `device` as uint8 (`'auto'`: on a CUDA device)
              channels_last='auto', # batches in the channels_last memory format (`'auto'`: on a CUDA device)
              **kwargs) -> DataLoaders:
-    "fastai `DataLoaders` (train shuffled and augmented, test as is) for `train`/`test`."
+    "fastai `DataLoaders` (train shuffled and augmented, test as is) for `train`/`test`, with the run's `RandomStreams(seed)` as `.streams`."
     check(train.classes == test.classes, f"train and test sets have different classes: {train.classes} vs {test.classes}.")
     check(int(bs) == bs and bs >= 1, f"bs (batch size) must be a positive integer, got {bs!r}.")
     if augment is None: augment = AUGMENT.get(dataset_of(train.name), 'crop')
     device = default_device(device)
     fast = dict(resident=auto_switch(resident, device), channels_last=auto_switch(channels_last, device))
-    trn = ArrayLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs, augment=augment, seed=seed, device=device, **fast, **kwargs)
+    streams = RandomStreams(seed, device)   # the methods' callbacks draw from it too (`stream_of`)
+    trn = ArrayLoader(train, bs=bs, shuffle=True, drop_last=len(train) > bs, augment=augment, seed=seed, device=device,
+                      streams=streams, **fast, **kwargs)
     val = ArrayLoader(test, bs=test_bs or 2*bs, shuffle=False, device=device, **fast, **kwargs)
     dls = DataLoaders(trn, val, device=device)
-    dls.c = train.c
+    dls.c, dls.streams = train.c, streams
     return dls
 
 # %% ../nbs/01_data.ipynb #6c431631

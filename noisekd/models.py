@@ -17,24 +17,26 @@ __all__ = ['keep_mask', 'fickle_dropout', 'Dropout', 'BasicBlock', 'WideResNet',
            'eval_mode']
 
 # %% ../nbs/02_models.ipynb #01cdd396
-def keep_mask(x:torch.Tensor, p:float) -> torch.Tensor:
+def keep_mask(x:torch.Tensor, p:float, generator:torch.Generator=None) -> torch.Tensor:
     "A bool mask shaped and laid out like `x`: each unit kept iff a fresh 16-bit uniform integer is at least p·2¹⁶."
     n, k = x.numel(), round(p * 2**16)
-    w = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)   # 64 uniform bits: four units
+    w = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None, generator=generator)   # 64 uniform bits: four units
     u = w.view(torch.int16)[:n]                       # uniform on -2¹⁵ … 2¹⁵-1
     dense = x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last))
     u = u.as_strided(x.shape, x.stride()) if dense else u.view(x.shape)   # x's layout: the multiply streams both
     return u >= k - 2**15                             # P = 1 - k/2¹⁶
 
-def fickle_dropout(x:torch.Tensor, p:float) -> torch.Tensor:
+def fickle_dropout(x:torch.Tensor, p:float, generator:torch.Generator=None) -> torch.Tensor:
     "Dropout of `x`: each unit kept with probability 1-p (to 2⁻¹⁷) and scaled by 1/(1-p) in fp32, rounded once to `x`'s dtype."
-    return torch.mul(x, keep_mask(x, p)).mul_(1 / (1 - p))
+    return torch.mul(x, keep_mask(x, p, generator)).mul_(1 / (1 - p))
 
 class Dropout(nn.Dropout):
-    "`nn.Dropout`; on the CPU without autograd (a Fickle Teacher) its masks come from `fickle_dropout`."
+    "`nn.Dropout`; without autograd (a Fickle Teacher) its masks come from `fickle_dropout`, on the CPU or from `generator`."
+    generator = None   # a Fickle Teacher's masks: set by `Distill` to the run's 'dropout' stream
     def forward(self, x):
-        if self.training and 0 < self.p < 1 and x.device.type == 'cpu' and not torch.is_grad_enabled():
-            return fickle_dropout(x, self.p)
+        g = self.generator
+        if self.training and 0 < self.p < 1 and not torch.is_grad_enabled() and (g is not None or x.device.type == 'cpu'):
+            return fickle_dropout(x, self.p, g)
         return super().forward(x)
 
 # %% ../nbs/02_models.ipynb #80b99cac

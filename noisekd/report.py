@@ -6,7 +6,7 @@ Docs: https://noisekd.github.io/noisekd/report.html.md"""
 
 # %% ../nbs/09_report.ipynb #695c7e5c
 from __future__ import annotations
-import math, html
+import math, html, json
 import zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -18,9 +18,9 @@ from .experiments import RUN_COLS
 from .evaluate import RECORD_COLS
 
 # %% auto #0
-__all__ = ['KEYS', 'ALPHA', 'POWER', 'collect', 'summarize', 'paper_results', 'compare', 'welch', 'verdict', 'confounded',
-           'claim_points', 'claims', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep', 'fig_corruptions', 'fig_label_noise',
-           'md_table', 'write_report']
+__all__ = ['KEYS', 'ALPHA', 'POWER', 'collect', 'summarize', 'paper_results', 'compare', 'welch', 'paired', 'arm_test', 'verdict',
+           'confounded', 'binomial_se', 'claim_points', 'claims', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep',
+           'fig_corruptions', 'fig_label_noise', 'md_table', 'write_report']
 
 # %% ../nbs/09_report.ipynb #6c0a344a
 KEYS = ['dataset', 'scale', 'kind', 'method', 'p', 'sigma', 'rate', 'label_noise', 'metric', 'corruption']
@@ -79,16 +79,29 @@ def collect(runs_dir, # the runs folder
     rec = pd.concat(frames, ignore_index=True); rec.attrs['left_out'] = {str(p): r for p, r in bad.items()}
     return rec
 
+def _seed_values(pairs) -> str:
+    "JSON {seed: value} of one configuration's runs (what a paired test needs); '' when a seed is missing or repeated."
+    d = {}
+    for s, v in pairs:
+        if pd.isna(v): continue
+        if pd.isna(s) or int(s) in d: return ''
+        d[int(s)] = float(v)
+    return json.dumps(d)
+
 def summarize(records:pd.DataFrame) -> pd.DataFrame:
-    "Mean, standard deviation (n−1) and number of seeds of every metric, per configuration (teachers: `teacher_*`)."
+    "Mean, sd (n−1) and number of seeds of every metric per configuration (teachers: `teacher_*`), each seed's value and the images measured."
     seeds = (records['kind'] == 'teacher') & (records['metric'] == 'clean_acc_last_epoch')   # each teacher seed
     r = records[records['kind'].isin(['student', 'select']) | seeds].copy()
     r.loc[seeds, 'metric'] = 'teacher_seed_acc'; r.loc[r['kind'] == 'select', 'kind'] = 'teacher'
     for k in KEYS:                                        # a report of a few runs may lack a column (e.g. no corruptions)
         if k not in r.columns: r[k] = np.nan
+    for k in ('seed', 'n'):
+        if k not in r.columns: r[k] = np.nan
+    r['_sv'] = list(zip(r['seed'], r['value']))
     g = r.groupby([r[k].fillna(-1) if k not in ('dataset', 'scale', 'kind', 'method', 'metric', 'corruption') else r[k].astype(object).fillna('')
-                   for k in KEYS], dropna=False)['value']
-    s = g.agg(mean='mean', std='std', n='count').reset_index()
+                   for k in KEYS], dropna=False)
+    s = g.agg(mean=('value', 'mean'), std=('value', 'std'), n=('value', 'count'), seed_values=('_sv', _seed_values),
+              images=('n', 'max')).reset_index()
     for k in ('p', 'sigma', 'rate', 'label_noise'): s[k] = s[k].replace(-1, np.nan)
     return s
 
@@ -164,8 +177,8 @@ def welch(a, # one arm: (mean, sd, seeds)
           power:float=POWER, # the power at which `mdd` is detected
          ) -> dict:
     "Welch's comparison of a and b from their seeds: Δ = mean_a - mean_b, its interval, p-value and smallest detectable Δ."
-    (ma, sa, na), (mb, sb, nb) = a, b
-    r = dict(delta=ma - mb, n_a=na, n_b=nb, se=np.nan, df=np.nan, lo=np.nan, hi=np.nan, p=np.nan, mdd=np.nan)
+    (ma, sa, na), (mb, sb, nb) = a[:3], b[:3]
+    r = dict(test='Welch', delta=ma - mb, n_a=na, n_b=nb, se=np.nan, df=np.nan, lo=np.nan, hi=np.nan, p=np.nan, mdd=np.nan, corr=np.nan)
     if min(na, nb) < 2: return r                       # one seed: its seed noise is unknown, nothing can be tested
     va, vb = sa**2 / na, sb**2 / nb; se = math.sqrt(va + vb)
     df = (va + vb)**2 / (va**2 / (na - 1) + vb**2 / (nb - 1)) if se > 0 else math.inf   # Welch–Satterthwaite
@@ -173,7 +186,33 @@ def welch(a, # one arm: (mean, sd, seeds)
     p = 2 * stats.t.sf(abs(r['delta']) / se, df) if se > 0 else float(r['delta'] == 0)
     return dict(r, se=se, df=df, lo=r['delta'] - tq * se, hi=r['delta'] + tq * se, p=p, mdd=(tq + stats.t.ppf(power, df)) * se)
 
-def verdict(w:dict # from `welch`
+def paired(a:dict, # one arm: {seed: value}
+           b:dict, # the other arm, the same seeds: {seed: value}
+           alpha:float=ALPHA, # two-sided level: the interval is 1 - alpha
+           power:float=POWER, # the power at which `mdd` is detected
+          ) -> dict:
+    "The paired t-test over the seeds both arms have: Δ = mean of a_s - b_s, its interval, p, smallest detectable Δ, and corr(a, b)."
+    seeds = sorted(set(a) & set(b)); n = len(seeds)
+    xa, xb = np.array([a[s] for s in seeds], float), np.array([b[s] for s in seeds], float); d = xa - xb
+    r = dict(test='paired', delta=float(d.mean()) if n else np.nan, n_a=n, n_b=n, se=np.nan, df=np.nan, lo=np.nan, hi=np.nan,
+             p=np.nan, mdd=np.nan, corr=np.nan)
+    if n < 2: return r
+    se, df = float(d.std(ddof=1)) / math.sqrt(n), n - 1
+    tq = stats.t.ppf(1 - alpha / 2, df)
+    p = 2 * stats.t.sf(abs(r['delta']) / se, df) if se > 0 else float(r['delta'] == 0)
+    corr = float(np.corrcoef(xa, xb)[0, 1]) if xa.std() > 0 and xb.std() > 0 else np.nan
+    return dict(r, se=se, df=df, lo=r['delta'] - tq * se, hi=r['delta'] + tq * se, p=p, mdd=(tq + stats.t.ppf(power, df)) * se, corr=corr)
+
+def arm_test(a, # one arm: (mean, sd, seeds[, {seed: value}])
+             b, # the other arm, the same (a constant threshold: (value, 0, math.inf))
+             **kw, # alpha, power
+            ) -> dict:
+    "The paired test where both arms were run with the same seeds (two or more), Welch's otherwise."
+    va, vb = (x[3] if len(x) > 3 else None for x in (a, b))
+    if va and vb and set(va) == set(vb) and len(va) >= 2 and len(va) == a[2] == b[2]: return paired(va, vb, **kw)
+    return welch(a, b, **kw)
+
+def verdict(w:dict # from `welch`, `paired` or `arm_test`
            ) -> str:
     "'supported' when the interval of Δ lies above 0, 'contradicted' below 0, else 'inconclusive'."
     return 'supported' if w['lo'] > 0 else 'contradicted' if w['hi'] < 0 else 'inconclusive'   # NaN (one seed): inconclusive
@@ -203,10 +242,13 @@ def _pick(q, col, k):
     return q.loc[q[col].astype(float).idxmax()] if k.get('rate') == 'best' else q.iloc[0]
 
 def _stat(s, dataset, method, metric, **k):
-    "(mean, sd, seeds) of one measured configuration, or None."
+    "(mean, sd, seeds, {seed: value}, images per model) of one measured configuration, or None."
     q = s[(s.dataset == dataset) & (s.method == method) & (s.metric == metric) & (s.corruption.astype(object).fillna('') == '')]
     r = _pick(_match(q, k), 'mean', k)
-    return None if r is None else (float(r['mean']), 0. if pd.isna(r['std']) else float(r['std']), int(r['n']))
+    if r is None: return None
+    sv = r.get('seed_values'); sv = {int(k): v for k, v in json.loads(sv).items()} if isinstance(sv, str) and sv else None
+    return (float(r['mean']), 0. if pd.isna(r['std']) else float(r['std']), int(r['n']), sv,
+            float(r['images']) if pd.notna(r.get('images', np.nan)) else np.nan)
 
 def _paper_value(P, tables, method, metric, **k):
     "The paper's number for the same configuration in `tables`."
@@ -231,10 +273,20 @@ def _teacher(s, dataset, method, metric, p=None, label_noise=0., **k):
 
 def _n(n): return '–' if math.isinf(n) else f'{int(n)}'
 
+def binomial_se(acc:float, # accuracy in %
+                images:float, # test images it was measured on
+               ) -> float:
+    "One model's standard error (points) of an accuracy measured on `images` images: √(p(1−p)/n)."
+    return np.nan if not images or np.isnan(images) or np.isnan(acc) else 100 * math.sqrt(max(acc, 0) / 100 * (1 - min(acc, 100) / 100) / images)
+
 def _evidence(r) -> str:
     e = f"{r['point'] + ': ' if r['point'] else ''}{r['mean_a']:.2f} vs {r['mean_b']:.2f}, Δ {r['delta']:+.2f} "
-    e += (f"(seeds {_n(r['n_a'])}/{_n(r['n_b'])}: one seed, no noise estimate, no test)" if np.isnan(r['lo']) else
-          f"(95 % CI {r['lo']:+.2f} … {r['hi']:+.2f}, seeds {_n(r['n_a'])}/{_n(r['n_b'])}, detectable {r['mdd']:.2f})")
+    how = (f"paired over {_n(r['n_a'])} seeds" + ('' if np.isnan(r.get('corr', np.nan)) else f", r {r['corr']:.2f}")
+           if r.get('test') == 'paired' else f"Welch, seeds {_n(r['n_a'])}/{_n(r['n_b'])}")
+    e += (f"({how}: one seed, no noise estimate, no test)" if np.isnan(r['lo']) else
+          f"({how}: 95 % CI {r['lo']:+.2f} … {r['hi']:+.2f}, detectable {r['mdd']:.2f})")
+    ses = [f"{x:.2f}" for x in (r.get('binom_se_a', np.nan), r.get('binom_se_b', np.nan)) if not np.isnan(x)]
+    if ses: e += f", per-model binomial SE {'/'.join(ses)}"
     if not np.isnan(r['paper_delta']): e += f", paper Δ {r['paper_delta']:+.2f}"
     if not (np.isnan(r['teacher_a']) or np.isnan(r['teacher_b'])):
         e += f", teachers {r['teacher_a']:.2f} vs {r['teacher_b']:.2f}" + (' (confounded)' if r['confounded'] else '')
@@ -243,7 +295,7 @@ def _evidence(r) -> str:
 def claim_points(summary:pd.DataFrame, # from `summarize`
                  dataset:str, # the dataset the runs trained on
                 ) -> pd.DataFrame:
-    "Every comparison behind the paper's claims for `dataset`: the two arms, Welch's test, the verdict, the paper's Δ and the teachers."
+    "Every comparison behind the paper's claims for `dataset`: the two arms, the test (paired on the same seeds, else Welch), the verdict, the paper's Δ and the teachers."
     s, D, P, rows = summary, dataset, paper_results(), []
     Dp = D if D in set(P.dataset) else 'cifar10'
     A = lambda m, metric='clean_acc', **k: dict(method=m, metric=metric, **k)
@@ -253,11 +305,13 @@ def claim_points(summary:pd.DataFrame, # from `summarize`
         for lbl, a, b in pairs:
             sa, sb = (x if isinstance(x, tuple) else _stat(s, D, **x) for x in (a, b))
             if sa is None or sb is None: continue
-            w = welch(sa, sb)
+            w = arm_test(sa, sb)
             pa, pb = (np.nan if isinstance(x, tuple) else _paper_value(P[P.dataset == Dp], tables, **x) for x in (a, b))
             if isinstance(a, tuple): pa = a[0]
             ta, tb = (None if isinstance(x, tuple) else _teacher(s, D, **x) for x in (a, b))
+            se_a, se_b = (binomial_se(x[0], x[4]) if len(x) > 4 else np.nan for x in (sa, sb))
             rows.append(dict(claim=text, source=source, point=lbl, mean_a=sa[0], sd_a=sa[1], mean_b=sb[0], sd_b=sb[1], **w,
+                             binom_se_a=se_a, binom_se_b=se_b, images_a=sa[4] if len(sa) > 4 else np.nan, images_b=sb[4] if len(sb) > 4 else np.nan,
                              verdict=verdict(w), paper_delta=pa - pb, teacher_a=ta[0] if ta else np.nan,
                              teacher_b=tb[0] if tb else np.nan, confounded=confounded(ta, tb)))
         if len(rows) == n0: rows.append(dict(claim=text, source=source, point='', verdict='not measured', confounded=None))   # a folder of teachers only has no comparison
@@ -424,10 +478,13 @@ _FIGS = [('fig2_pgd20_vs_sigma', fig_pgd_sigma, {}), ('table4_pgd_vs_steps', fig
          ('fig4_label_noise_test', fig_label_noise, {}), ('fig5_label_noise_cinic', fig_label_noise, dict(metric='ood_cinic_acc'))]
 
 _CLAIM_COLS = ['claim', 'source', 'status', 'confounded', 'evidence']
-_VERDICTS = ("Welch's t-test over seeds, a above b: supported / contradicted when the 95 % interval of Δ lies above / below 0, "
+_VERDICTS = ("A paired t-test over the seeds where both arms ran the same seeds (they share every random number but the "
+             "method's), Welch's t-test otherwise, a above b: each row names its test (r: the arms' correlation over seeds). "
+             "Supported / contradicted when the 95 % interval of Δ lies above / below 0, "
              "inconclusive otherwise (and with one seed on a side: no test). 'detectable' is the smallest Δ these seeds would "
              "detect (95 %, two-sided, 80 % power); 'paper Δ' the paper's own difference. A comparison is confounded when its "
-             "arms' teachers differ by more than their seed noise (1 point with one seed).")
+             "arms' teachers differ by more than their seed noise (1 point with one seed). The per-model binomial SE is one model's "
+             "measurement error from the number of test images.")
 _TEACHERS = ("Each teacher configuration (dropout p, label corruption c): its seeds' last-epoch test accuracy and the "
              "selected teacher's, which the students distill from.")
 

@@ -104,6 +104,7 @@ class Checkpoint(Callback):
         dl = self.learn.dls.train
         state = dict(model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
                      rng=get_rng_states(), dl_rng=_rng_state(dl.rng), history=json.dumps(self.history), meta=json.dumps(self.meta))
+        if getattr(self.learn.dls, 'streams', None) is not None: state['streams'] = self.learn.dls.streams.state_dict()
         atomic_torch_save(state, self.path/CHECKPOINT)
         save_json(dict(meta=self.meta, **history_summary(self.history), complete=False, history=self.history), self.path/METRICS)
 
@@ -147,6 +148,7 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
         learn.model.load_state_dict(ck['model'])
         learn.create_opt(); learn.opt.load_state_dict(ck['opt'])
         set_rng_states(ck['rng']); _set_rng_state(learn.dls.train.rng, ck['dl_rng'])
+        if 'streams' in ck and getattr(learn.dls, 'streams', None) is not None: learn.dls.streams.load_state_dict(ck['streams'])
         start, history = ck['epoch'] + 1, json.loads(ck['history'])
     cbs = [StepLR(lr, milestones, gamma), Checkpoint(path, meta, history)]
     if start < epochs:
@@ -380,7 +382,8 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
         check(k not in tm or tm[k] == meta[k], f"The teacher was trained with {k}={tm.get(k)!r}, but this run has {k}={meta[k]!r}. "
                                                f"Distill from a teacher trained on the same data at the same image size.")
     cbs = method_callbacks(method, teacher=teacher, n_classes=train.c, **(params or {})) + list(extra_cbs or [])
-    model = get_model(arch, train.c, drop, meta['in_ch']).to(device)
+    with torch.random.fork_rng(devices=[]):      # the weights from the run's 'init' stream: every arm of seed s starts alike
+        torch.manual_seed(stream_seed(seed, 'init')); model = get_model(arch, train.c, drop, meta['in_ch']).to(device)
     learn = make_learner(dls, model, cbs, mom, wd, fast=fast)
     return fit_run(learn, out, E, M, lr, meta=meta, progress=progress)
 
