@@ -19,7 +19,7 @@ from .losses import kd_loss, feature_loss, FEATURE_LOSSES
 # %% auto #0
 __all__ = ['BASES', 'ADDONS', 'FEATURE_METHODS', 'METHOD_PARAMS', 'n_outputs', 'is_channels_last', 'Autocast', 'Distill',
            'InputNoise', 'SoftRandomization', 'GaussianAugmentation', 'MessyCollaboration', 'parse_method',
-           'method_callbacks']
+           'method_callbacks', 'feature_weight']
 
 # %% ../nbs/04_callbacks.ipynb #2d315db6
 def n_outputs(m:nn.Module):
@@ -242,3 +242,9 @@ def method_callbacks(name:str='baseline', teacher:nn.Module=None, n_classes:int=
     if m['ga']: cbs.append(GaussianAugmentation(params['sigma'], params.get('clip', False)))
     if m['mc']: cbs.append(MessyCollaboration(params['rate'], n_classes))
     return cbs
+
+# %% ../nbs/04_callbacks.ipynb #582e6e80
+def feature_weight(method:str, size:int=None):
+    "AT's β for images of `size`: the paper's 1000 at 32×32, scaled by (size/32)² (None: the paper's weight)."
+    if size is None or size == 32 or parse_method(method)['feature'] != 'at': return None
+    return 1000. * (size / 32) ** 2

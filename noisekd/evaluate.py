@@ -70,6 +70,7 @@ def evaluate(model, # a trained classifier (images in [0, 1] to logits)
              ood_per_class:int=2100, # CINIC-10 ImageNet images per class
              corruption_n:int=None, # clean images behind a generated corrupted set (None: the whole test set)
              pgd_n:int=None, # test images attacked (None: all)
+             sweep_n:int=None, # test images the steps and ε sweeps attack, the first of `pgd_n`'s (None: `pgd_n`)
              restarts:int=5, # PGD random restarts
              steps=TABLE4_STEPS, # PGD steps of the `pgd_steps` sweep
              eps_255=TABLE5_EPS_255, # ε·255 of the `pgd_eps` sweep
@@ -99,9 +100,11 @@ def evaluate(model, # a trained classifier (images in [0, 1] to logits)
         for r in corruption_summary(df).reset_index().itertuples():
             rows += [_rec('corruptions', 'cond_acc', r.cond_acc, cset, len(clean), corruption=r.corruption),
                      _rec('corruptions', 'acc', r.acc, cset, len(clean), corruption=r.corruption)]
-    attack = test if pgd_n is None else test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:pgd_n].sort().values)
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))   # nested subsets: the sweeps' images are PGD-20's
+    attack = test if pgd_n is None else test.subset(order[:pgd_n].sort().values)
+    sweep = attack if sweep_n is None or sweep_n >= len(attack) else test.subset(order[:sweep_n].sort().values)
     kw = dict(restarts=restarts, seed=seed, progress=progress)
     if 'pgd20' in evals: rows += _pgd_records(pgd_sweep(model, attack, steps=20, eps=8/255, **kw), 'pgd20', name)
-    if 'pgd_steps' in evals: rows += _pgd_records(pgd_sweep(model, attack, steps=list(steps), eps=8/255, **kw), 'pgd_steps', name)
-    if 'pgd_eps' in evals: rows += _pgd_records(pgd_sweep(model, attack, steps=20, eps=[k/255 for k in eps_255], **kw), 'pgd_eps', name)
+    if 'pgd_steps' in evals: rows += _pgd_records(pgd_sweep(model, sweep, steps=list(steps), eps=8/255, **kw), 'pgd_steps', name)
+    if 'pgd_eps' in evals: rows += _pgd_records(pgd_sweep(model, sweep, steps=20, eps=[k/255 for k in eps_255], **kw), 'pgd_eps', name)
     return pd.DataFrame(rows, columns=RECORD_COLS)

@@ -16,18 +16,18 @@ from .core import *
 from .download import SOURCES
 from .data import DATASETS, data_root
 from .models import get_model
-from .callbacks import parse_method, method_callbacks
+from .callbacks import parse_method, method_callbacks, feature_weight
 from .evaluate import EVALS, PAPER_EVALS, RECORD_COLS, check_evals, uses_cifar10c, evaluate
 from .train import train_model, load_model, fickle_schedule, run_complete, METRICS, _check_writable
 from .scales import *
-_all_ = ['Scale', 'SCALES', 'get_scale', 'TABLES']
+_all_ = ['Scale', 'SCALES', 'get_scale', 'TABLES', 'feature_weight']
 
 # %% auto #0
-__all__ = ['TEACHER_METHODS_SCHEDULE_FT', 'RUN_COLS', 'EVAL_DIR', 'RECORDS', 'Run', 'plan', 'feature_weight', 'teacher_config',
-           'student_config', 'run_teacher', 'run_student', 'select_teacher', 'evaluate_run', 'plot_history',
+__all__ = ['TEACHER_METHODS_SCHEDULE_FT', 'RUN_COLS', 'EVAL_DIR', 'RECORDS', 'Run', 'plan', 'teacher_config', 'student_config',
+           'eval_sizes', 'run_teacher', 'run_student', 'select_teacher', 'evaluate_run', 'plot_history',
            'notebooks_dir', 'notebook_path', 'run_done', 'run_params', 'run_deps', 'execute_run', 'RunFailed',
            'progress_text', 'run_summary', 'execute', 'data_needs', 'notebook_needs', 'Scale', 'SCALES', 'get_scale',
-           'TABLES']
+           'TABLES', 'feature_weight']
 
 # %% ../nbs/08_experiments.ipynb #a55b92e8
 def _g(v): return f'{float(v):g}'
@@ -110,23 +110,21 @@ def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
                 for r in S.mc_rates:
                     if r == 0: student('hinton', ev, c=c)
                     else: student('mc', ev, rate=r, c=c)
-    runs_s = []
+    runs_s, n_pgd = [], max(int(seeds), S.pgd_seeds or 0)
     for (method, p, sigma, rate, c), evals in students.items():
-        if 'pgd_steps' in evals and 20 in S.pgd_steps: evals.discard('pgd20')   # the steps sweep measures PGD-20 too
-        for s in seeds_t:
-            run = Run('student', dataset, S.name, s, method, sigma, rate, c, p, seeds_T, tuple(e for e in EVALS if e in evals))
+        attacked = method in ('sr', 'ga') and bool(evals & {'pgd20', 'pgd_steps', 'pgd_eps'})
+        if 'pgd_steps' in evals and 20 in S.pgd_steps:
+            if S.pgd_sweep_n: evals.add('pgd20')     # the sweep leaves 20 steps to PGD-20's own evaluation, on more images
+            else: evals.discard('pgd20')             # the steps sweep measures PGD-20 too
+        for s in range(n_pgd) if attacked else seeds_t:
+            ev = evals if s < seeds else {'pgd20'} | (evals & {'clean'})   # more seeds where the effect is large: PGD-20 only
+            run = Run('student', dataset, S.name, s, method, sigma, rate, c, p, seeds_T, tuple(e for e in EVALS if e in ev))
             runs_s.append(run if run.needs_teacher else replace(run, p=0., seeds=()))
     sel = {r.teacher_select() for r in runs_s if r.needs_teacher}
     if 'fig4' in tables: sel |= {Run('select', dataset, S.name, p=0., label_noise=c, seeds=seeds_T) for c in S.label_noises}
     sel = sorted(sel, key=lambda r: (r.label_noise, r.p))
     runs_t = [Run('teacher', dataset, S.name, s, p=r.p, label_noise=r.label_noise) for r in sel for s in seeds_T]
     return runs_t + sel + runs_s
-
-# %% ../nbs/08_experiments.ipynb #4f003324
-def feature_weight(method:str, size:int=None):
-    "AT's β for images of `size`: the paper's 1000 at 32×32, scaled by (size/32)² (None: the paper's weight)."
-    if size is None or size == 32 or parse_method(method)['feature'] != 'at': return None
-    return 1000. * (size / 32) ** 2
 
 # %% ../nbs/08_experiments.ipynb #8e3677fd
 RUN_COLS = ['run', 'kind', 'dataset', 'scale', 'arch', 'method', 'p', 'sigma', 'rate', 'label_noise', 'seed']
@@ -181,15 +179,19 @@ def _training_rows(rec:dict) -> list:
     return [dict(eval='train', metric='clean_acc_last_epoch', value=rec['last_acc']),
             dict(eval='train', metric='clean_acc_best_epoch', value=rec['best_acc'], steps=rec['best_epoch'])]
 
+def eval_sizes(S:Scale) -> dict:
+    "`evaluate`'s sizes at scale `S`; with sweeps on fewer images, the steps sweep leaves PGD-20 to the claims' own evaluation."
+    steps = tuple(s for s in S.pgd_steps if not (S.pgd_sweep_n and s == 20))
+    return dict(test_subset=S.test_subset, ood_per_class=S.ood_per_class, corruption_n=S.corruption_n, pgd_n=S.pgd_n,
+                sweep_n=S.pgd_sweep_n, restarts=S.pgd_restarts, steps=steps, eps_255=S.pgd_eps_255)
+
 def _run_evals(out:Path, model, dataset, evals, S:Scale, root, progress) -> pd.DataFrame:
     "Run each evaluation not yet cached in `out/evals`; return all of them (seed 0 for every model: the same subsets, corruptions and PGD starts)."
     frames = []
     for e in evals:
         f = out/EVAL_DIR/f'{e}.csv'
         if not f.is_file():
-            df = evaluate(model, dataset, [e], root=root, test_subset=S.test_subset, ood_per_class=S.ood_per_class,
-                          corruption_n=S.corruption_n, pgd_n=S.pgd_n, restarts=S.pgd_restarts, steps=S.pgd_steps,
-                          eps_255=S.pgd_eps_255, seed=0, progress=progress)
+            df = evaluate(model, dataset, [e], root=root, seed=0, progress=progress, **eval_sizes(S))
             atomic_write(f, df.to_csv(index=False))
         frames.append(pd.read_csv(f))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -254,8 +256,7 @@ def evaluate_run(model, dataset='digits', evals=None, scale='full', out=None, ro
     "Evaluate a trained model (run folder or `model.pth`) at `scale`'s evaluation sizes; write the records to `out`."
     S = get_scale(scale)
     m = load_model(model, expect=dict(dataset=dataset), device=default_device(device))
-    df = evaluate(m, dataset, evals, root=root, test_subset=S.test_subset, ood_per_class=S.ood_per_class, corruption_n=S.corruption_n,
-                  pgd_n=S.pgd_n, restarts=S.pgd_restarts, steps=S.pgd_steps, eps_255=S.pgd_eps_255, progress=progress)
+    df = evaluate(m, dataset, evals, root=root, progress=progress, **eval_sizes(S))
     if out: atomic_write(out, df.to_csv(index=False))
     return df
 

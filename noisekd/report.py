@@ -18,9 +18,10 @@ from .experiments import RUN_COLS
 from .evaluate import RECORD_COLS
 
 # %% auto #0
-__all__ = ['KEYS', 'ALPHA', 'POWER', 'collect', 'summarize', 'paper_results', 'compare', 'welch', 'paired', 'arm_test', 'verdict',
-           'confounded', 'binomial_se', 'claim_points', 'claims', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep',
-           'fig_corruptions', 'fig_label_noise', 'md_table', 'write_report']
+__all__ = ['KEYS', 'ALPHA', 'POWER', 'collect', 'summarize', 'paper_results', 'compare', 'welch', 'paired', 'arm_test',
+           'paired_mdd', 'seeds_needed', 'verdict', 'confounded', 'binomial_se', 'claim_points', 'claims', 'teachers',
+           'fig_pgd_sigma', 'fig_pgd_sweep', 'fig_corruptions', 'fig_label_noise', 'md_table', 'detectable',
+           'write_report']
 
 # %% ../nbs/09_report.ipynb #6c0a344a
 KEYS = ['dataset', 'scale', 'kind', 'method', 'p', 'sigma', 'rate', 'label_noise', 'metric', 'corruption']
@@ -212,6 +213,19 @@ def arm_test(a, # one arm: (mean, sd, seeds[, {seed: value}])
     if va and vb and set(va) == set(vb) and len(va) >= 2 and len(va) == a[2] == b[2]: return paired(va, vb, **kw)
     return welch(a, b, **kw)
 
+def paired_mdd(sd:float, # the seed-to-seed sd of the per-seed differences a_s - b_s
+               n:int, # seeds
+               alpha:float=ALPHA, power:float=POWER) -> float:
+    "The smallest Δ a paired test over `n` seeds detects (two-sided `alpha`, `power`), given the differences' sd."
+    return (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n) if n >= 2 else np.nan
+
+def seeds_needed(sd:float, # the seed-to-seed sd of the per-seed differences
+                 target:float, # the detectable Δ wanted
+                 most:int=100, # give up beyond this many seeds (returned as None)
+                 **kw) -> int|None:
+    "The fewest paired seeds (≥ 2) whose detectable Δ is at most `target`."
+    return next((n for n in range(2, most + 1) if paired_mdd(sd, n, **kw) <= target), None)
+
 def verdict(w:dict # from `welch`, `paired` or `arm_test`
            ) -> str:
     "'supported' when the interval of Δ lies above 0, 'contradicted' below 0, else 'inconclusive'."
@@ -281,7 +295,7 @@ def binomial_se(acc:float, # accuracy in %
 
 def _evidence(r) -> str:
     e = f"{r['point'] + ': ' if r['point'] else ''}{r['mean_a']:.2f} vs {r['mean_b']:.2f}, Δ {r['delta']:+.2f} "
-    how = (f"paired over {_n(r['n_a'])} seeds" + ('' if np.isnan(r.get('corr', np.nan)) else f", r {r['corr']:.2f}")
+    how = (f"paired over {_n(r['n_a'])} seeds" + ('' if np.isnan(r.get('corr', np.nan)) or r['n_a'] < 3 else f", r {r['corr']:.2f}")
            if r.get('test') == 'paired' else f"Welch, seeds {_n(r['n_a'])}/{_n(r['n_b'])}")
     e += (f"({how}: one seed, no noise estimate, no test)" if np.isnan(r['lo']) else
           f"({how}: 95 % CI {r['lo']:+.2f} … {r['hi']:+.2f}, detectable {r['mdd']:.2f})")
@@ -294,6 +308,7 @@ def _evidence(r) -> str:
 
 def claim_points(summary:pd.DataFrame, # from `summarize`
                  dataset:str, # the dataset the runs trained on
+                 paired:bool=True, # pair arms run with the same seeds (False: Welch's test everywhere, as records made before the random streams were read)
                 ) -> pd.DataFrame:
     "Every comparison behind the paper's claims for `dataset`: the two arms, the test (paired on the same seeds, else Welch), the verdict, the paper's Δ and the teachers."
     s, D, P, rows = summary, dataset, paper_results(), []
@@ -305,7 +320,7 @@ def claim_points(summary:pd.DataFrame, # from `summarize`
         for lbl, a, b in pairs:
             sa, sb = (x if isinstance(x, tuple) else _stat(s, D, **x) for x in (a, b))
             if sa is None or sb is None: continue
-            w = arm_test(sa, sb)
+            w = arm_test(sa, sb) if paired else welch(sa, sb)
             pa, pb = (np.nan if isinstance(x, tuple) else _paper_value(P[P.dataset == Dp], tables, **x) for x in (a, b))
             if isinstance(a, tuple): pa = a[0]
             ta, tb = (None if isinstance(x, tuple) else _teacher(s, D, **x) for x in (a, b))
@@ -354,9 +369,10 @@ def claim_points(summary:pd.DataFrame, # from `summarize`
 
 def claims(summary:pd.DataFrame, # from `summarize`
            dataset:str, # the dataset the runs trained on
+           paired:bool=True, # see `claim_points`
           ) -> pd.DataFrame:
     "The paper's claims for `dataset`, one row each: supported or contradicted when every comparison is, else inconclusive."
-    pts, rows = claim_points(summary, dataset), []
+    pts, rows = claim_points(summary, dataset, paired), []
     for (text, source), g in pts.groupby(['claim', 'source'], sort=False):
         v = set(g.verdict); status = v.pop() if len(v) == 1 else 'inconclusive'
         many = len(g) > 1
@@ -488,6 +504,24 @@ _VERDICTS = ("A paired t-test over the seeds where both arms ran the same seeds 
 _TEACHERS = ("Each teacher configuration (dropout p, label corruption c): its seeds' last-epoch test accuracy and the "
              "selected teacher's, which the students distill from.")
 
+def _rng(v, fmt='{:.2f}'):
+    v = [x for x in v if not np.isnan(x)]
+    return '' if not v else fmt.format(min(v)) if np.isclose(min(v), max(v)) else f"{fmt.format(min(v))}–{fmt.format(max(v))}"
+
+def detectable(points:pd.DataFrame # from `claim_points`
+              ) -> list:
+    "One line per claim: the smallest difference its comparisons could detect, with their test and seeds, beside the paper's Δ."
+    out = []
+    for (text, _), g in points.groupby(['claim', 'source'], sort=False):
+        if 'mdd' not in g or g['mdd'].isna().all():
+            why = 'not measured' if (g.verdict == 'not measured').all() else 'nothing: one seed on a side, no noise estimate'
+            out.append(f"{text}: {why}"); continue
+        n = g[['n_a', 'n_b']].where(np.isfinite(g[['n_a', 'n_b']])).min(axis=1)   # a constant threshold has no seeds
+        tests = '; '.join(f"{t}, {_rng(n[g.test == t], '{:.0f}')} seeds" for t in g.test.dropna().unique())
+        pd_ = _rng(g.paper_delta.abs()) if 'paper_delta' in g else ''
+        out.append(f"{text}: Δ ≥ {_rng(g['mdd'])} points ({tests})" + (f"; the paper's |Δ| {pd_}" if pd_ else ''))
+    return out
+
 def write_report(runs_dir, # the runs folder to collect records from
                  out=None, # where the report goes (None: runs_dir/report)
                  strict:bool=False, # a damaged file under `runs_dir` is an error (otherwise: named, and its run left out)
@@ -514,6 +548,10 @@ def write_report(runs_dir, # the runs folder to collect records from
             md.append(note + '\n'); htm.append(f"<p>{note}</p>")
         cl = claims(sub, ds).assign(dataset=ds, scale=sc); all_claims.append(cl)
         all_points.append(claim_points(sub, ds).assign(dataset=ds, scale=sc))
+        det = detectable(all_points[-1])
+        md += ["\n### What these runs could detect\n", "The smallest true difference each claim's test would find with 80 % "
+               "power at 95 %, from the seed noise these runs measured:\n"] + [f"- {l}" for l in det] + ['']
+        htm += ["<h3>What these runs could detect</h3>", "<ul>" + ''.join(f"<li>{html.escape(l)}</li>" for l in det) + "</ul>"]
         md += ["\n### The paper's claims\n", _VERDICTS + '\n', md_table(cl[_CLAIM_COLS]), '']
         htm += ["<h3>The paper's claims</h3>", f"<p>{html.escape(_VERDICTS)}</p>", cl[_CLAIM_COLS].to_html(index=False)]
         tt = teachers(sub, ds)

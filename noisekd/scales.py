@@ -27,6 +27,7 @@ class Scale:
     bs: int = 128                    # batch size
     seeds: int = 5                   # seeds per configuration
     teacher_seeds: int = None        # teacher seeds per configuration, the best kept (None: `seeds`)
+    pgd_seeds: int = None            # seeds of the SR and GA students under attack (None: `seeds`); the extra ones measure clean and PGD-20 only
     # grids of the paper (Tables 1-5, Figs 2-5)
     ft_ps: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
     ft_p_addon: float = 0.4          # the Fickle Teacher of Table 2's +FT
@@ -37,6 +38,7 @@ class Scale:
     label_noises: tuple = (0., 0.05, 0.1, 0.15, 0.25, 0.5)
     # evaluation
     pgd_n: int = None                # test images attacked (None: all)
+    pgd_sweep_n: int = None          # test images the steps and ε sweeps attack (None: `pgd_n`); PGD-20 then has its own evaluation
     pgd_restarts: int = 5
     pgd_steps: tuple = (1, 5, 10, 15, 20, 100, 200, 1000)
     pgd_eps_255: tuple = (1, 2, 10, 20, 25, 50, 100, 200)
@@ -51,8 +53,8 @@ SCALES = {
                    pgd_steps=(1, 5, 10, 20, 100), pgd_eps_255=(1, 2, 10, 25, 50, 100)),
     'demo': Scale('demo', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.05, teacher_epoch_scale=0.15, size=16, bs=64, seeds=2, teacher_seeds=1,
                   ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2), sigmas_attack=(0.05, 0.2),
-                  mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_n=200, pgd_restarts=2,
-                  pgd_steps=(1, 5, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=200),
+                  mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_restarts=2, pgd_seeds=5,
+                  pgd_steps=(1, 5, 20, 50), pgd_eps_255=(2, 8, 25, 100)),
     # Fashion-MNIST on two CPU cores, designed to test the paper's claims (see "The CPU scale" below)
     'cpu': Scale('cpu', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.04, teacher_epoch_scale=0.1, size=16, subset=5000, bs=128, seeds=3,
                  teacher_seeds=1, ft_ps=(0.1, 0.3), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2),

@@ -21,7 +21,7 @@ from fastai.optimizer import OptimWrapper
 from fastprogress.fastprogress import progress_bar
 from .data import *
 from .models import *
-from .callbacks import Autocast, method_callbacks
+from .callbacks import Autocast, method_callbacks, feature_weight
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'BF16_ENV', 'NATIVE_BF16', 'CPU_FAST', 'fickle_schedule',
@@ -381,7 +381,9 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
     for k in ('dataset', 'size'):
         check(k not in tm or tm[k] == meta[k], f"The teacher was trained with {k}={tm.get(k)!r}, but this run has {k}={meta[k]!r}. "
                                                f"Distill from a teacher trained on the same data at the same image size.")
-    cbs = method_callbacks(method, teacher=teacher, n_classes=train.c, **(params or {})) + list(extra_cbs or [])
+    params = dict(params or {})
+    if 'weight' not in params and (w := feature_weight(method, meta['size'])) is not None: params['weight'] = meta['at_weight'] = w   # AT's β for this size
+    cbs = method_callbacks(method, teacher=teacher, n_classes=train.c, **params) + list(extra_cbs or [])
     with torch.random.fork_rng(devices=[]):      # the weights from the run's 'init' stream: every arm of seed s starts alike
         torch.manual_seed(stream_seed(seed, 'init')); model = get_model(arch, train.c, drop, meta['in_ch']).to(device)
     learn = make_learner(dls, model, cbs, mom, wd, fast=fast)

@@ -1,12 +1,13 @@
 """The evidence pilot: how each arm converges on full Fashion-MNIST, and how much the paired differences the
 paper's claims compare vary from seed to seed, so that the CPU study's design can be fixed before it runs.
 
-    python tools/pilot.py --out ~/noisekd-pilot            # trains, evaluates, resumes after a kill
-    python tools/pilot.py --out ~/noisekd-pilot --save     # + writes noisekd/evidence/pilot-fashion-mnist.{csv,json}
+    python tools/pilot.py --out ~/noisekd-pilot --work &      # one worker of one thread per core: each claims
+    python tools/pilot.py --out ~/noisekd-pilot --work        # the next run no other worker has (`.claimed`)
+    python tools/pilot.py --out ~/noisekd-pilot --save        # collects the finished runs into noisekd/evidence/pilot-fashion-mnist.*
 
-Runs in order of use (teachers, then every arm for seed 0, 1, 2, then the extra runs), so a pilot cut short
-still holds whole seeds. Every run goes through `train_model` with its random streams: arms of one seed
-share initialization, batches and crops (see the core chapter).
+A run waits for its teacher. After a kill, delete the `.claimed` files of unfinished runs and start the workers again.
+Every run goes through `train_model` with its random streams: arms of one seed share initialization, batches and
+crops (see the core chapter). Training and evaluation resume after a kill.
 """
 import argparse, json, os, platform, subprocess, time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pandas as pd, torch
 from noisekd.core import load_json, save_json, atomic_write
 from noisekd.train import train_model, load_model, cpu_bf16
 from noisekd.evaluate import evaluate
-from noisekd.experiments import feature_weight
+from noisekd.callbacks import feature_weight
 
 DATA = dict(dataset='fashion-mnist', size=16, bs=128, lr=0.1)   # full 60,000 training and 10,000 test images
 T_SCALE, S_SCALE = 0.05, 0.03          # teachers: 10 epochs; students: 6 (a Fickle Teacher's student: 9, as the paper's longer schedule)
@@ -34,9 +35,7 @@ def arms():
             ev = ('clean', 'pgd20') if m in ('sr', 'ga') else ('clean',)
             out.append((name, m, p, par, sch, S_SCALE, s, ev))
     out += [('baseline-12ep', 'baseline', 0., {}, 'standard', 2 * S_SCALE, 0, ('clean',)),   # convergence: twice the epochs
-            ('hinton-12ep', 'hinton', 0., {}, 'standard', 2 * S_SCALE, 0, ('clean',)),
-            ('at-b1000', 'at', 0., dict(weight=1000.), 'standard', S_SCALE, 0, ('clean',)),    # AT's β: the paper's, unscaled
-            ('at-b62.5', 'at', 0., dict(weight=62.5), 'standard', S_SCALE, 0, ('clean',))]
+            ('at-b1000', 'at', 0., dict(weight=1000.), 'standard', S_SCALE, 0, ('clean',))]    # AT's β: the paper's, unscaled
     return out
 
 
@@ -67,22 +66,58 @@ def rows(kind, name, method, p, params, seed, rec, evals=None):
     return out
 
 
+def claim(d:Path) -> bool:
+    "Take run folder `d` for this worker (False: another worker has it)."
+    d.mkdir(parents=True, exist_ok=True)
+    try: os.close(os.open(d/'.claimed', os.O_CREAT | os.O_EXCL)); return True
+    except FileExistsError: return False
+
+
+def work(out:Path):
+    "Train and evaluate every pilot run not claimed by another worker, in the list's order; runs wait for their teacher."
+    torch.set_num_threads(1)
+    todo = [('teacher', p) for p in (0., 0.3)] + arms()
+    while todo:
+        for job in todo:
+            if job[0] == 'teacher': d, ready = out/f'teacher-p{job[1]:g}', True
+            else: d, ready = out/job[0]/f'seed{job[6]}', done(out/f'teacher-p{job[2]:g}') or job[1] in ('baseline', 'ga')
+            if done(d) and (job[0] == 'teacher' or (d/'evals.json').is_file()): todo.remove(job); break
+            if not ready or not claim(d): continue
+            if job[0] == 'teacher':
+                rec = teacher(out, job[1])[1]; print(f"teacher p={job[1]:g}: {rec['last_acc']:.2f}%", flush=True)
+            else:
+                name, m, p, par, sch, sc, s, ev = job
+                rec, e = student(out, out/f'teacher-p{p:g}', name, m, p, par, sch, sc, s, ev)
+                got = {r['metric']: r['value'] for r in e['records']}
+                print(f"{name} seed {s}: clean {got.get('clean_acc', float('nan')):.2f}%" +
+                      (f", PGD-20 {got['pgd20_acc']:.2f}%" if 'pgd20_acc' in got else '') + f" ({e['seconds']:.0f} s)", flush=True)
+            todo.remove(job); break
+        else: time.sleep(20)    # everything left is another worker's, or waits for a teacher
+
+
+def done(d:Path) -> bool: return (d/'model.pth').is_file() and (d/'metrics.json').is_file()
+
+
+def collect(out:Path) -> list:
+    "The records of every finished run under `out`."
+    recs = []
+    for p in (0., 0.3):
+        if done(out/f'teacher-p{p:g}'): recs += rows('teacher', f'teacher-p{p:g}', 'teacher', p, {}, 0, load_json(out/f'teacher-p{p:g}'/'metrics.json'))
+    for name, m, p, par, sch, sc, s, ev in arms():
+        d = out/name/f'seed{s}'
+        if done(d) and (d/'evals.json').is_file(): recs += rows('student', name, m, p, par, s, load_json(d/'metrics.json'), load_json(d/'evals.json'))
+    return recs
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--out', default=str(Path.home()/'noisekd-pilot')); ap.add_argument('--save', action='store_true')
+    ap.add_argument('--out', default=str(Path.home()/'noisekd-pilot'))
+    ap.add_argument('--work', action='store_true', help='be one worker (one thread): start one per core')
+    ap.add_argument('--save', action='store_true', help='write the finished runs\' records into noisekd/evidence/')
     a = ap.parse_args(); out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    t_start, recs = time.time(), []
-    tp = {}
-    for p in (0., 0.3):
-        d, rec = teacher(out, p); tp[p] = d
-        recs += rows('teacher', f'teacher-p{p:g}', 'teacher', p, {}, 0, rec)
-        print(f"teacher p={p:g}: {rec['last_acc']:.2f}% ({sum(h['seconds'] for h in rec['history']):.0f} s)", flush=True)
-    for name, m, p, par, sch, sc, s, ev in arms():
-        rec, e = student(out, tp[p], name, m, p, par, sch, sc, s, ev)
-        recs += rows('student', name, m, p, par, s, rec, e)
-        got = {r['metric']: r['value'] for r in e['records']}
-        print(f"{name} seed {s}: clean {got.get('clean_acc', float('nan')):.2f}%" +
-              (f", PGD-20 {got['pgd20_acc']:.2f}%" if 'pgd20_acc' in got else '') + f" ({e['seconds']:.0f} s)", flush=True)
+    t_start = time.time()
+    if a.work: work(out)
+    recs = collect(out)
     df = pd.DataFrame(recs)
     atomic_write(out/'pilot.csv', df.to_csv(index=False))
     wall = time.time() - t_start
@@ -91,7 +126,8 @@ def main():
         ev = Path(__file__).resolve().parents[1]/'noisekd'/'evidence'
         atomic_write(ev/'pilot-fashion-mnist.csv', df.to_csv(index=False))
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True, text=True, cwd=ev).stdout.strip()
-        how = dict(command='python tools/pilot.py --out ~/noisekd-pilot --save', commit=commit,
+        how = dict(command='python tools/pilot.py --out ~/noisekd-pilot --work  (one per core), then: python tools/pilot.py --out ~/noisekd-pilot --save',
+                   commit=commit, threads_per_worker=1,
                    machine=os.environ.get('NOISEKD_MACHINE', platform.processor() or platform.machine()), bf16=cpu_bf16()[1],
                    cores=os.cpu_count(), software=f"Python {platform.python_version()}, torch {torch.__version__}",
                    train_seconds=round(float(df.loc[df.metric == 'test_acc_epoch', 'seconds'].sum()), 1),
