@@ -205,7 +205,7 @@ def run_teacher(out, dataset='digits', seed=0, p=0., label_noise=0., scale='full
                 progress=True) -> pd.DataFrame:
     "Train one teacher seed (resuming if cut off) and evaluate it; returns its records."
     c = teacher_config(out, dataset, seed, p, label_noise, scale, arch, root, device); S, out = get_scale(scale), c['out']
-    rec = train_model(out, dataset, c['arch'], drop=c['p'], seed=c['seed'], scale=S.teacher_epoch_scale or S.epoch_scale, bs=S.bs, size=S.size,
+    rec = train_model(out, dataset, c['arch'], drop=c['p'], seed=c['seed'], scale=(S.teacher_epoch_scale or S.epoch_scale) * (S.dropout_teacher_factor if c['p'] > 0 else 1), bs=S.bs, size=S.size,
                       subset=S.subset, test_subset=S.test_subset, label_noise=c['label_noise'], root=root, device=device, progress=progress)
     ev = _run_evals(out, load_model(out, device=default_device(device)), dataset, ('clean',) + (('ood',) if dataset == 'cifar10' else ()),
                     S, root, progress)

@@ -27,6 +27,7 @@ class Scale:
     bs: int = 128                    # batch size
     seeds: int = 5                   # seeds per configuration
     teacher_seeds: int = None        # teacher seeds per configuration, the best kept (None: `seeds`)
+    dropout_teacher_factor: float = 1. # teachers with dropout train this many times longer (to be as accurate as the plain one)
     pgd_seeds: int = None            # seeds of the SR and GA students under attack (None: `seeds`); the extra ones measure clean and PGD-20 only
     # grids of the paper (Tables 1-5, Figs 2-5)
     ft_ps: tuple = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -60,6 +61,11 @@ SCALES = {
                  teacher_seeds=1, ft_ps=(0.1, 0.3), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2),
                  sigmas_attack=(0.05, 0.2), mc_rates=(0., 0.1, 0.25), label_noises=(0.25, 0.5), pgd_n=300, pgd_restarts=2,
                  pgd_steps=(1, 5, 10, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=1000),
+    # Fashion-MNIST on two CPU cores, the second design: all the data, paired seeds, 5,000-image evaluations (see "The paired CPU study")
+    'cpu-paired': Scale('cpu-paired', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.03, teacher_epoch_scale=0.05, dropout_teacher_factor=1.5,
+                        size=16, bs=128, seeds=5, teacher_seeds=1, pgd_seeds=7, ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',),
+                        sigmas=(0.05, 0.2), sigmas_attack=(0.05,), mc_rates=(0., 0.1), label_noises=(0.25, 0.5), pgd_n=5000,
+                        pgd_sweep_n=1000, pgd_restarts=2, pgd_steps=(1, 5, 10, 20, 50), pgd_eps_255=(2, 8, 25, 100), corruption_n=5000),
     'tiny': Scale('tiny', 'wrn_10_1', 'wrn_10_1', epoch_scale=0.005, size=8, subset=64, test_subset=32, bs=32, seeds=2,
                   ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.1,), sigmas_attack=(0.1,),
                   mc_rates=(0., 0.5), label_noises=(0., 0.5), pgd_n=16, pgd_restarts=2, pgd_steps=(1, 3),
