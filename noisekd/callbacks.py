@@ -169,7 +169,7 @@ def resolve_taps(feature_loss, teacher, student, teacher_taps=None, student_taps
     for who, m, paths in (('teacher', teacher, t), ('student', student, s)):
         for p in paths:
             try: get_module(m, p)
-            except NoisekdError as e: raise NoisekdError(f"Feature taps ({feature_loss}): the {who}'s {e}") from None
+            except NoisekdError as e: raise NoisekdError(f"Feature taps ({feature_loss}), {who}: {e}") from None
     check(len(t) == len(s), f"Feature taps ({feature_loss}): the teacher has {len(t)} ({', '.join(t)}), the student {len(s)} "
                             f"({', '.join(s)}); name as many layers for each, paired one to one.")
     return t, s
