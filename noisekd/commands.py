@@ -186,7 +186,8 @@ def _check_run(notebook, params:list, output=None):
     if 'dataset' in v:                                    # each parameter alone first, so that the message names it
         with option('-p dataset'): check_choice('dataset', v['dataset'], DATASETS)
     if 'scale' in v:
-        with option('-p scale'): get_scale(v['scale'])
+        with option('-p scale'):
+            S = get_scale(v['scale']); get_model(S.teacher_arch); get_model(S.student_arch)
     if v.get('arch') is not None:
         with option('-p arch'): get_model(v['arch'])
     if 'method' in v:
@@ -215,11 +216,12 @@ def _check_run(notebook, params:list, output=None):
 def _pair_scale(args) -> str:
     "The scale of `reproduce` with `--teacher-arch`/`--student-arch` folded in (each checked by building it)."
     t, s = getattr(args, 'teacher_arch', None), getattr(args, 'student_arch', None)
-    for opt, a in (('--teacher-arch', t), ('--student-arch', s)):
-        if a is not None:
-            with option(opt): get_model(a)
-    with option('--scale'): get_scale(args.scale)
-    with option('--teacher-arch' if t else '--student-arch'): return with_archs(args.scale, t, s)
+    with option('--scale'): S = get_scale(args.scale)
+    with option('--teacher-arch' if t is not None else '--student-arch'): name = with_archs(S, t, s)
+    S = get_scale(name)
+    for opt, given, a in (('--teacher-arch', t, S.teacher_arch), ('--student-arch', s, S.student_arch)):
+        with option(opt if given is not None else '--scale'): get_model(a)     # a pair inside --scale NAME@T,S is checked too
+    return name
 
 def preflight(args, log=warn):
     "Check every option of a parsed `noisekd demo`, `run`, `reproduce` or `report` before any work; a `NoisekdError` that names the option otherwise."

@@ -78,7 +78,7 @@ def get_scale(scale) -> Scale:
 def with_archs(scale, teacher_arch:str=None, student_arch:str=None) -> str:
     "The name of `scale` with another teacher and/or student (None: the scale's own): 'tiny@torchvision:resnet18,timm:resnet10t'."
     S = get_scale(scale); base = SCALES[S.name.split('@')[0]]
-    t, s = teacher_arch or S.teacher_arch, student_arch or S.student_arch
+    t, s = S.teacher_arch if teacher_arch is None else teacher_arch, S.student_arch if student_arch is None else student_arch
     for what, a in (('--teacher-arch', t), ('--student-arch', s)):
         check(isinstance(a, str) and a.strip() and not set(a) & set('@,/ '), f"{what}: {a!r} is not an architecture name such as 'torchvision:resnet18'.")
     return base.name if (t, s) == (base.teacher_arch, base.student_arch) else f"{base.name}@{t},{s}"
