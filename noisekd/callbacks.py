@@ -15,11 +15,14 @@ from fastai.torch_core import to_float
 from .data import auto_switch
 from .models import Dropout, dropout_modules, feature_modules, set_fickle, train_modes, restore_modes
 from .losses import kd_loss, feature_loss, FEATURE_LOSSES
+from .models import get_module, default_taps, dropout_p, eval_mode
+from .losses import tap_loss
 
 # %% auto #0
 __all__ = ['BASES', 'ADDONS', 'FEATURE_METHODS', 'METHOD_PARAMS', 'n_outputs', 'is_channels_last', 'Autocast', 'Distill',
-           'InputNoise', 'SoftRandomization', 'GaussianAugmentation', 'MessyCollaboration', 'parse_method',
-           'method_callbacks', 'feature_weight']
+           'check_tap_args', 'resolve_taps', 'probe_images', 'tapped', 'check_taps', 'tap_hooks', 'InputNoise',
+           'SoftRandomization', 'GaussianAugmentation', 'MessyCollaboration', 'parse_method', 'method_callbacks',
+           'feature_weight']
 
 # %% ../nbs/04_callbacks.ipynb #2d315db6
 def n_outputs(m:nn.Module):
@@ -68,13 +71,16 @@ class Distill(Callback):
     "Distill from `teacher` (run on the clean batch, no grad): CE + Hinton KL (+ feature loss); `fickle` keeps its dropout on."
     order, run_valid = 5, False
     def __init__(self, teacher:nn.Module, alpha:float=0.9, T:float=4., fickle:bool=False, feature_loss:str=None,
-                 weight:float=None, hinton:bool=True, n_classes:int=None):
+                 weight:float=None, hinton:bool=True, n_classes:int=None,
+                 teacher_taps:list=None, # module paths of the teacher's layers the feature loss reads (None: `default_taps`)
+                 student_taps:list=None, # the student's, paired one to one with the teacher's
+                ):
         check(isinstance(teacher, nn.Module), f"Distill needs a trained teacher model (an nn.Module), got {type(teacher).__name__}.")
         check_range('alpha', alpha, lo=0, hi=1); check_range('temperature T', T, lo=0, lo_open=True)
         if feature_loss is not None: check_choice('feature loss', feature_loss, list(FEATURE_LOSSES) + ['rkd-da'])
         if weight is not None: check_range('feature-loss weight', weight, lo=0)
         if fickle:
-            ps = [d.p for d in dropout_modules(teacher)]
+            ps = [dropout_p(d) for d in dropout_modules(teacher)]
             check(any(p > 0 for p in ps), "A Fickle Teacher needs a teacher trained with dropout (p > 0); this teacher has "
                   "no active dropout. Train the teacher with drop=p (e.g. 0.3), or use method 'hinton'.")
         if n_classes is not None and n_outputs(teacher) is not None:
@@ -82,9 +88,10 @@ class Distill(Callback):
                                                    f"{n_classes}. Use a teacher trained on this dataset.")
         self.teacher, self.alpha, self.T, self.fickle, self.feat, self.weight, self.hinton = teacher, alpha, T, fickle, feature_loss, weight, hinton
         self.hooks, self.s_feats = [], None
+        self.taps = check_tap_args(feature_loss, teacher_taps, student_taps)
         self.inference, self.amp = False, nullcontext   # set from the learner in before_fit
     @property
-    def teacher_p(self): return max([d.p for d in dropout_modules(self.teacher)] or [0.])
+    def teacher_p(self): return max([dropout_p(d) for d in dropout_modules(self.teacher)] or [0.])
 
     def before_fit(self):
         model = self.learn.model
@@ -105,13 +112,12 @@ class Distill(Callback):
         elif amp is not None: self.amp = lambda: torch.autocast('cuda', dtype=torch.bfloat16 if amp.amp_mode == AMPMode.BF16 else torch.float16)
         else: self.amp = nullcontext
         if is_channels_last(model): self.teacher.to(memory_format=torch.channels_last)
-        if auto_switch(getattr(fast, 'compile', False), dev) and getattr(self.teacher, '_compiled_call_impl', None) is None: self.teacher.compile()
-        if self.feat is not None:
-            def keep(i):
-                def hook(mod, inp, out):
-                    if self.s_feats is not None: self.s_feats[i] = out
-                return hook
-            self.hooks = [m.register_forward_hook(keep(i)) for i, m in enumerate(feature_modules(model))]
+        if self.feat is None and auto_switch(getattr(fast, 'compile', False), dev) and getattr(self.teacher, '_compiled_call_impl', None) is None:
+            self.teacher.compile()   # not with feature taps: a compiled graph keeps the hooks it was traced with
+        if self.feat is not None:   # taps resolved and their shapes checked on two images, before the first batch
+            self.t_paths, self.s_paths = resolve_taps(self.feat, self.teacher, model, *self.taps)
+            check_taps(self.feat, self.teacher, model, self.t_paths, self.s_paths, probe_images(getattr(self.learn, 'dls', None), dev))
+            self.hooks = tap_hooks(self, 't_feats', self.teacher, self.t_paths) + tap_hooks(self, 's_feats', model, self.s_paths)
 
     def before_train(self):
         self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
@@ -134,19 +140,89 @@ class Distill(Callback):
         if drops is None: drops = self.drops = dropout_modules(self.teacher)
         if self.teacher.training or any(d.training != self.fickle for d in drops): set_fickle(self.teacher, self.fickle)
         with (torch.inference_mode() if self.inference else torch.no_grad()), self.amp():
-            if self.feat is None: self.t_logits, self.t_feats = self.teacher(x), None
-            else: self.t_feats, self.t_logits = self.teacher(x, is_feat=True)
+            self.t_feats = None if self.feat is None else [None] * len(self.t_paths)   # filled by the teacher's tap hooks
+            self.t_logits = self.teacher(x)
         if self.inference:   # inference tensors cannot be saved for backward: make them ordinary tensors
             self.t_logits = self.t_logits.clone()
             if self.t_feats is not None: self.t_feats = [f.clone() for f in self.t_feats]
-        self.s_feats = [None] * 4 if self.feat is not None else None
+        self.s_feats = [None] * len(self.s_paths) if self.feat is not None else None
 
     def lf(self, pred, *yb):
         "The distillation loss of this batch, in fp32."
         ce = F.cross_entropy(pred.float(), yb[0])
         loss = (1 - self.alpha) * ce + self.alpha * kd_loss(pred, self.t_logits, self.T) if self.hinton else ce
-        if self.feat is not None: loss = loss + feature_loss(self.feat, self.s_feats, self.t_feats, self.weight)
+        if self.feat is not None: loss = loss + tap_loss(self.feat, self.s_feats, self.t_feats, self.weight)
         return loss
+
+# %% ../nbs/04_callbacks.ipynb #5c0706d4
+def check_tap_args(feature_loss, teacher_taps, student_taps) -> tuple:
+    "The named taps as two lists (or Nones), checked: only with a feature loss, names as strings."
+    if feature_loss is None:
+        check(teacher_taps is None and student_taps is None, "teacher_taps and student_taps name the layers of a feature loss: "
+                                                             "pass feature_loss='at', 'sp', 'rkd-d', 'rkd-a' or 'rkd-da' too.")
+    out = []
+    for who, taps in (('teacher_taps', teacher_taps), ('student_taps', student_taps)):
+        if isinstance(taps, str): taps = [taps]
+        check(taps is None or (len(taps) > 0 and all(isinstance(p, str) for p in taps)),
+              f"{who} must be a list of module paths such as ['layer3', 'layer4'], got {taps!r}.")
+        out.append(None if taps is None else list(taps))
+    return tuple(out)
+
+def resolve_taps(feature_loss, teacher, student, teacher_taps=None, student_taps=None) -> tuple:
+    "The tap paths of teacher and student: the named ones, else each model's `default_taps`; every path must exist."
+    t = teacher_taps if teacher_taps is not None else default_taps(teacher, feature_loss)
+    s = student_taps if student_taps is not None else default_taps(student, feature_loss)
+    for who, m, paths in (('teacher', teacher, t), ('student', student, s)):
+        for p in paths:
+            try: get_module(m, p)
+            except NoisekdError as e: raise NoisekdError(f"Feature taps ({feature_loss}), {who}: {e}") from None
+    check(len(t) == len(s), f"Feature taps ({feature_loss}): the teacher has {len(t)} ({', '.join(t)}), the student {len(s)} "
+                            f"({', '.join(s)}); name as many layers for each, paired one to one.")
+    return t, s
+
+def probe_images(dls, device) -> torch.Tensor:
+    "Two training images for a shape check, taken without iterating a loader (no random number drawn); None without data."
+    if dls is None: return None                                     # a learner without data (a test's stand-in): no shape check
+    x = getattr(getattr(getattr(dls, 'train', None), 'dataset', None), 'x', None)
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        x = x[:2].to(device); return x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    return dls.valid.one_batch()[0][:2]
+
+def _shape(o): return '×'.join(map(str, o.shape[1:])) if isinstance(o, torch.Tensor) else type(o).__name__
+
+def tapped(m:nn.Module, paths:list, x:torch.Tensor) -> list:
+    "The outputs of `m`'s layers at `paths` for `x` (eval mode, no gradient; modes restored)."
+    got = [None] * len(paths)
+    hs = [get_module(m, p).register_forward_hook(lambda _m, _i, o, i=i: got.__setitem__(i, o)) for i, p in enumerate(paths)]
+    try:
+        with eval_mode(m), torch.no_grad(): m(x.to(next(m.parameters()).device))
+    finally:
+        for h in hs: h.remove()
+    return got
+
+def check_taps(feature_loss, teacher, student, t_paths, s_paths, x) -> tuple:
+    "Run both models once on `x`: every tap must give a tensor, and AT's maps must pair up in spatial size; a clear error otherwise."
+    if x is None: return None, None
+    ot, os_ = tapped(teacher, t_paths, x), tapped(student, s_paths, x)
+    both = (f"teacher taps: {', '.join(f'{p} {_shape(o)}' for p, o in zip(t_paths, ot))}; "
+            f"student taps: {', '.join(f'{p} {_shape(o)}' for p, o in zip(s_paths, os_))}")
+    check(all(isinstance(o, torch.Tensor) and o.ndim >= 2 for o in ot + os_), f"Feature taps ({feature_loss}): a tapped layer gives no "
+                                                                             f"batch of features; tap layers that output tensors ({both}).")
+    if feature_loss == 'at':
+        bad = [f"teacher {tp} {_shape(a)} vs student {sp} {_shape(b)}" for tp, sp, a, b in zip(t_paths, s_paths, ot, os_)
+               if a.ndim != 4 or b.ndim != 4 or a.shape[-2:] != b.shape[-2:]]
+        check(not bad, f"AT compares attention maps of the same spatial size (C×H×W with equal H×W), but {'; '.join(bad)}. "
+                       f"Tap layers of equal resolution ({both}).")
+    return ot, os_
+
+def tap_hooks(cb, attr:str, m:nn.Module, paths:list) -> list:
+    "Forward hooks that put the outputs of `m`'s `paths` into the list `cb.<attr>` (while it is a list)."
+    def keep(i):
+        def hook(mod, inp, out):
+            feats = getattr(cb, attr, None)
+            if feats is not None: feats[i] = out
+        return hook
+    return [get_module(m, p).register_forward_hook(keep(i)) for i, p in enumerate(paths)]
 
 # %% ../nbs/04_callbacks.ipynb #4dae7feb
 class InputNoise(Callback):

@@ -52,6 +52,9 @@ def _parser():
     q.add_argument('--device', default='auto', help="cpu, cuda, cuda:1, … (default: auto)")
     q.add_argument('--executor', choices=['papermill', 'inline'], default='papermill')
     q.add_argument('--dry-run', action='store_true', help='list the runs without running them')
+    q.add_argument('--teacher-arch', default=None, metavar='ARCH', help="another teacher: wrn_<d>_<k>, torchvision:<name> or "
+                   "timm:<name> (default: the scale's, wrn_40_2 at full scale); the runs go under SCALE@TEACHER,STUDENT")
+    q.add_argument('--student-arch', default=None, metavar='ARCH', help="another student, as --teacher-arch (default: the scale's, wrn_16_2)")
     q.add_argument('--cluster', default=None, metavar='local|slurm|ADDRESS',
                    help='run the runs as Dask tasks: local (a worker per GPU of this machine, or CPU workers), slurm (worker jobs '
                         'through dask-jobqueue), or a running scheduler (tcp://host:8786 or scheduler.json); needs pip install '

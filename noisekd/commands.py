@@ -20,6 +20,7 @@ from .train import load_model, run_complete
 from .experiments import (TABLES, plan, execute, get_scale, run_done, notebooks_dir, notebook_path, teacher_config,
                                  student_config, data_needs, notebook_needs)
 from .download import preflight_data
+from .scales import with_archs
 from .cluster import check_cluster, require_dask, execute_cluster
 from .report import write_report, collect
 
@@ -54,8 +55,11 @@ def run_notebook(name, params:dict, output=None, log=print) -> Path:
 # %% ../nbs/09b_commands.ipynb #a95c4c2b
 def reproduce(table:str, dataset:str='digits', seeds:int=None, scale:str='full', runs='runs', root=None, device='auto',
               executor:str='papermill', dry_run:bool=False, log=print, cluster:str=None, workers:int=None,
-              download:bool=False, mirror:str=None) -> dict:
+              download:bool=False, mirror:str=None,
+              teacher_arch:str=None, student_arch:str=None, # another teacher/student than the scale's ('torchvision:resnet18', 'timm:resnet10t')
+             ) -> dict:
     "Expand a paper table into its runs and execute them (in this process, or on a Dask `cluster`); returns the runs done, skipped and failed."
+    scale = with_archs(scale, teacher_arch, student_arch)
     if cluster is None: check(workers is None, "--workers sets how many Dask workers to start: use it with --cluster local or --cluster slurm.")
     else:
         cluster = check_cluster(cluster)
@@ -182,7 +186,8 @@ def _check_run(notebook, params:list, output=None):
     if 'dataset' in v:                                    # each parameter alone first, so that the message names it
         with option('-p dataset'): check_choice('dataset', v['dataset'], DATASETS)
     if 'scale' in v:
-        with option('-p scale'): get_scale(v['scale'])
+        with option('-p scale'):
+            S = get_scale(v['scale']); get_model(S.teacher_arch); get_model(S.student_arch)
     if v.get('arch') is not None:
         with option('-p arch'): get_model(v['arch'])
     if 'method' in v:
@@ -208,12 +213,23 @@ def _check_run(notebook, params:list, output=None):
         with option('-p runs'): check(Path(v['runs']).is_dir(), f"No records under {v['runs']}: no such folder.")
     if src.stem != 'evaluate': check_folder(v['out'], '-p out')
 
+def _pair_scale(args) -> str:
+    "The scale of `reproduce` with `--teacher-arch`/`--student-arch` folded in (each checked by building it)."
+    t, s = getattr(args, 'teacher_arch', None), getattr(args, 'student_arch', None)
+    with option('--scale'): S = get_scale(args.scale)
+    with option('--teacher-arch' if t is not None else '--student-arch'): name = with_archs(S, t, s)
+    S = get_scale(name)
+    for opt, given, a in (('--teacher-arch', t, S.teacher_arch), ('--student-arch', s, S.student_arch)):
+        with option(opt if given is not None else '--scale'): get_model(a)     # a pair inside --scale NAME@T,S is checked too
+    return name
+
 def preflight(args, log=warn):
     "Check every option of a parsed `noisekd demo`, `run`, `reproduce` or `report` before any work; a `NoisekdError` that names the option otherwise."
     if args.cmd == 'demo':
         out = check_folder(args.out, '--out')
         _check_sweep('all', 'digits', args.seeds, args.scale, out/'runs', out/'data', 'auto', runs_opt='--out', log=log)
     elif args.cmd == 'reproduce':
+        args.scale = _pair_scale(args)
         _check_sweep(args.table, args.dataset, args.seeds, args.scale, args.runs, args.root, args.device, args.dry_run, log=log)
     elif args.cmd == 'run': _check_run(args.notebook, args.param, args.output)
     elif args.cmd == 'report':

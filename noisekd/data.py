@@ -18,18 +18,21 @@ from sklearn.model_selection import train_test_split
 from .core import *
 from .download import (DATASETS, CIFAR10_CLASSES, CIFAR10C_CORRUPTIONS, FASHION_FILES, DEBIAN_FASHION, SYNTHETIC, SOURCES,
                               data_root, cifar10c_root, fashion_mnist_folder, download_dataset, _CIFAR_MD5, _debian_md5s, _md5)
+from .download import CIFAR100_CLASSES, CORRUPTED, cifar100c_root, _CIFAR100_MD5
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 _all_ = ['DATASETS', 'CIFAR10_CLASSES', 'CIFAR10C_CORRUPTIONS', 'FASHION_FILES', 'DEBIAN_FASHION', 'SYNTHETIC', 'data_root',
-         'cifar10c_root', 'fashion_mnist_folder']
+         'cifar10c_root', 'fashion_mnist_folder', 'CIFAR100_CLASSES', 'CORRUPTED', 'cifar100c_root']
 
 # %% auto #0
 __all__ = ['DIGIT_CLASSES', 'FASHION_CLASSES', 'AUGMENT', 'ImageArrays', 'resize', 'load_digits', 'show_images', 'load_cifar10',
-           'load_svhn', 'load_cinic_ood', 'load_cifar10c', 'load_fashion_mnist', 'write_fake_cifar10',
-           'write_fake_svhn', 'write_fake_cinic', 'write_fake_fashion_mnist', 'write_fake_cifar10c',
-           'write_fake_archives', 'corrupt_labels', 'random_crop', 'random_flip', 'auto_switch', 'dataset_of',
-           'ArrayLoader', 'make_dls', 'get_data', 'DATASETS', 'CIFAR10_CLASSES', 'CIFAR10C_CORRUPTIONS',
-           'FASHION_FILES', 'DEBIAN_FASHION', 'SYNTHETIC', 'data_root', 'cifar10c_root', 'fashion_mnist_folder']
+           'load_svhn', 'load_cinic_ood', 'load_cifar10c', 'load_cifar100', 'load_cifar100c', 'load_fashion_mnist',
+           'write_fake_cifar10', 'write_fake_svhn', 'write_fake_cinic', 'write_fake_fashion_mnist',
+           'write_fake_cifar10c', 'write_fake_cifar100', 'write_fake_cifar100c', 'write_fake_archives',
+           'corrupt_labels', 'random_crop', 'random_flip', 'auto_switch', 'dataset_of', 'ArrayLoader', 'make_dls',
+           'get_data', 'DATASETS', 'CIFAR10_CLASSES', 'CIFAR10C_CORRUPTIONS', 'FASHION_FILES', 'DEBIAN_FASHION',
+           'SYNTHETIC', 'data_root', 'cifar10c_root', 'fashion_mnist_folder', 'CIFAR100_CLASSES', 'CORRUPTED',
+           'cifar100c_root']
 
 # %% ../nbs/01_data.ipynb #ce3fb11a
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -218,6 +221,34 @@ def load_cifar10c(root=None, corruption:str='gaussian_noise', severity:int=1, cl
     xs = torch.from_numpy(np.array(x[s])).permute(0, 3, 1, 2).contiguous()   # a copy: the memory map is read-only
     return ImageArrays(xs, torch.from_numpy(np.asarray(y[s], dtype=np.int64)), list(classes), f'{corruption}-{int(severity)}')
 
+# %% ../nbs/01_data.ipynb #de21a4c5
+def load_cifar100(root=None, train:bool=True, download:bool=False, checksums:bool=True) -> ImageArrays:
+    "CIFAR-100 from `root/cifar-100-python` (torchvision's layout), with its 100 fine labels."
+    root = data_root(root); folder = root/'cifar-100-python'
+    how = _how('cifar100', root, '169 MB')
+    if download and not folder.is_dir(): _download('cifar100', root)
+    check(folder.is_dir(), f"CIFAR-100 not found: expected the folder {folder} with train, test and meta (the 'python version' of CIFAR-100). {how}.")
+    name = 'train' if train else 'test'
+    for n in (name, 'meta'): _check_file(folder/n, _CIFAR100_MD5[n] if checksums else None, 'CIFAR-100', how)
+    try:
+        with open(folder/name, 'rb') as f: d = pickle.load(f, encoding='latin1')
+        x = np.asarray(d['data'], dtype=np.uint8).reshape(-1, 3, 32, 32); y = np.asarray(d['fine_labels'], dtype=np.int64)
+        with open(folder/'meta', 'rb') as f: classes = list(pickle.load(f, encoding='latin1')['fine_label_names'])
+    except Exception as e:
+        raise NoisekdError(f"CIFAR-100: cannot read {folder/name} ({type(e).__name__}: {e}); it is not a CIFAR-100 python pickle. {how}.") from None
+    check(len(x) == len(y), f"CIFAR-100: {folder/name} has {len(x)} images but {len(y)} labels; the file is corrupt. {how}.")
+    return ImageArrays(torch.from_numpy(x), torch.from_numpy(y), classes, f"cifar100-{name}")
+
+def load_cifar100c(root=None, corruption:str='gaussian_noise', severity:int=1) -> ImageArrays:
+    "One corruption at one severity (1..5) of CIFAR-100-C, from `root/CIFAR-100-C` (or a generated set in its layout)."
+    folder = cifar100c_root(root)
+    check((folder/'labels.npy').is_file(), f"CIFAR-100-C not found: expected {folder}/labels.npy and one <corruption>.npy per corruption. "
+          f"Run `noisekd data get cifar100c --root {data_root(root)}` to fetch CIFAR-100-C.tar (2.9 GB) from "
+          "https://zenodo.org/records/3555552, or generate a set with noisekd.robustness.write_corrupted_set.")
+    a = load_cifar10c(folder, corruption, severity, classes=CIFAR100_CLASSES)
+    a.name = f'cifar100c-{a.name}'
+    return a
+
 # %% ../nbs/01_data.ipynb #18c0f296
 FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 def _read_idx(path:Path, what:str, how:str) -> np.ndarray:
@@ -304,6 +335,25 @@ def write_fake_cifar10c(root, n:int=10, corruptions=('gaussian_noise', 'contrast
     for c in corruptions: np.save(folder/f'{c}.npy', _fake_images(rng, 5*n))
     _mark(folder); return folder
 
+# %% ../nbs/01_data.ipynb #126ed879
+def write_fake_cifar100(root, n_train:int=50, n_test:int=20, seed:int=0) -> Path:
+    "A tiny CIFAR-100 in the python-pickle layout (`train`, `test`, `meta`) under `root/cifar-100-python`."
+    rng = np.random.default_rng(seed); folder = Path(root)/'cifar-100-python'; folder.mkdir(parents=True, exist_ok=True)
+    for split, n in [('train', n_train), ('test', n_test)]:
+        fine = [int(v) for v in rng.integers(0, 100, n)]
+        pickle.dump({'filenames': [f'img_{split}_{j}.png' for j in range(n)], 'batch_label': f'{split}ing batch 1 of 1',
+                     'fine_labels': fine, 'coarse_labels': [v // 5 for v in fine],
+                     'data': _fake_images(rng, n).transpose(0, 3, 1, 2).reshape(n, -1)}, open(folder/split, 'wb'))
+    pickle.dump({'fine_label_names': CIFAR100_CLASSES, 'coarse_label_names': [f'superclass_{i}' for i in range(20)]}, open(folder/'meta', 'wb'))
+    _mark(folder); return folder
+
+def write_fake_cifar100c(root, n:int=10, corruptions=('gaussian_noise', 'contrast'), seed:int=0) -> Path:
+    "A tiny CIFAR-100-C: `<corruption>.npy` of 5·`n` images and `labels.npy` (0..99), under `root/CIFAR-100-C`."
+    rng = np.random.default_rng(seed); folder = Path(root)/'CIFAR-100-C'; folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder/'labels.npy', np.tile(rng.integers(0, 100, n), 5).astype(np.uint8))
+    for c in corruptions: np.save(folder/f'{c}.npy', _fake_images(rng, 5*n))
+    _mark(folder); return folder
+
 # %% ../nbs/01_data.ipynb #dcd610e3
 def write_fake_archives(folder, names=None, n:int=8, seed:int=0) -> dict:
     "Tiny archives of `names` (default: all) in the publishers' formats and file names, in `folder`; returns {file: md5}."
@@ -317,6 +367,9 @@ def write_fake_archives(folder, names=None, n:int=8, seed:int=0) -> dict:
         if 'cifar10' in names: write_fake_cifar10(t, n, n, seed); tar('cifar-10-python.tar.gz', ['cifar-10-batches-py'], t, 'w:gz')
         if 'cifar10c' in names:
             write_fake_cifar10c(t, n, CIFAR10C_CORRUPTIONS, seed); tar('CIFAR-10-C.tar', ['CIFAR-10-C'], t, 'w')
+        if 'cifar100' in names: write_fake_cifar100(t, n, n, seed); tar('cifar-100-python.tar.gz', ['cifar-100-python'], t, 'w:gz')
+        if 'cifar100c' in names:
+            write_fake_cifar100c(t, n, CIFAR10C_CORRUPTIONS, seed); tar('CIFAR-100-C.tar', ['CIFAR-100-C'], t, 'w')
         if 'cinic10' in names:
             for split in ('train', 'valid', 'test'): write_fake_cinic(t, 2, 1, split, seed)
             tar('CINIC-10.tar.gz', ['train', 'valid', 'test'], t/'cinic-10', 'w:gz')
@@ -364,7 +417,7 @@ def auto_switch(value, device) -> bool:
     return bool(value)
 
 # %% ../nbs/01_data.ipynb #8211c52b
-AUGMENT = {'digits': 'crop', 'svhn': 'crop', 'cifar10': 'crop+flip', 'fashion-mnist': 'crop+flip'}
+AUGMENT = {'digits': 'crop', 'svhn': 'crop', 'cifar10': 'crop+flip', 'fashion-mnist': 'crop+flip', 'cifar100': 'crop+flip'}
 
 def dataset_of(name:str) -> str:
     "The dataset an `ImageArrays` name comes from ('fashion-mnist-train-corrupt0.1' -> 'fashion-mnist')."
@@ -441,6 +494,7 @@ def get_data(name:str='digits', root=None, size:int=None, subset=None, test_subs
     check_choice('dataset', name, DATASETS)
     if name == 'digits': train, test = load_digits(size or 32)
     elif name == 'cifar10': train, test = (load_cifar10(root, t, download, checksums) for t in (True, False))
+    elif name == 'cifar100': train, test = (load_cifar100(root, t, download, checksums) for t in (True, False))
     elif name == 'fashion-mnist': train, test = (load_fashion_mnist(root, t, download, checksums) for t in (True, False))
     else: train, test = (load_svhn(root, s, download, checksums) for s in ('train', 'test'))
     train, test = _take(train, subset, seed, 'subset'), _take(test, test_subset, seed, 'test_subset')

@@ -14,13 +14,14 @@ from tqdm import tqdm
 from .base import *
 
 # %% auto #0
-__all__ = ['DATASETS', 'CIFAR10_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'FASHION_FILES', 'DEBIAN_FASHION', 'SOURCES',
-           'DOWNLOADS', 'DATA_HELP', 'data_root', 'cifar10c_root', 'fashion_mnist_folder', 'Archive', 'Source',
-           'sources_with', 'mirror_url', 'fetch', 'DataStatus', 'human_size', 'dataset_status', 'download_dataset',
-           'data_get', 'data_check', 'data_parser', 'download_args', 'data_from_args', 'preflight_data']
+__all__ = ['DATASETS', 'CIFAR10_CLASSES', 'SYNTHETIC', 'CIFAR10C_CORRUPTIONS', 'FASHION_FILES', 'DEBIAN_FASHION',
+           'CIFAR100_CLASSES', 'CORRUPTED', 'SOURCES', 'DOWNLOADS', 'DATA_HELP', 'data_root', 'cifar10c_root',
+           'fashion_mnist_folder', 'cifar100c_root', 'Archive', 'Source', 'sources_with', 'mirror_url', 'fetch',
+           'DataStatus', 'human_size', 'dataset_status', 'download_dataset', 'data_get', 'data_check', 'data_parser',
+           'download_args', 'data_from_args', 'preflight_data']
 
 # %% ../nbs/01b_download.ipynb #d0a10002
-DATASETS = ['digits', 'cifar10', 'svhn', 'fashion-mnist']   # what `get_data` trains on; the digits ship with scikit-learn
+DATASETS = ['digits', 'cifar10', 'svhn', 'fashion-mnist', 'cifar100']   # what `get_data` trains on; the digits ship with scikit-learn
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 SYNTHETIC = 'SYNTHETIC-TEST-DATA'   # a folder holding this file is a test fixture: its files have no published MD5
 
@@ -66,6 +67,18 @@ def _debian_md5s(folder:Path) -> dict:
     return {Path(p).name: m for m, p in (l.split(maxsplit=1) for l in f.read_text().splitlines() if l.strip())}
 
 
+# %% ../nbs/01b_download.ipynb #8c8297c4
+CIFAR100_CLASSES = ['apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee', 'beetle', 'bicycle', 'bottle', 'bowl', 'boy', 'bridge', 'bus', 'butterfly', 'camel', 'can', 'castle', 'caterpillar', 'cattle', 'chair', 'chimpanzee', 'clock', 'cloud', 'cockroach', 'couch', 'crab', 'crocodile', 'cup', 'dinosaur', 'dolphin', 'elephant', 'flatfish', 'forest', 'fox', 'girl', 'hamster', 'house', 'kangaroo', 'keyboard', 'lamp', 'lawn_mower', 'leopard', 'lion', 'lizard', 'lobster', 'man', 'maple_tree', 'motorcycle', 'mountain', 'mouse', 'mushroom', 'oak_tree', 'orange', 'orchid', 'otter', 'palm_tree', 'pear', 'pickup_truck', 'pine_tree', 'plain', 'plate', 'poppy', 'porcupine', 'possum', 'rabbit', 'raccoon', 'ray', 'road', 'rocket', 'rose', 'sea', 'seal', 'shark', 'shrew', 'skunk', 'skyscraper', 'snail', 'snake', 'spider', 'squirrel', 'streetcar', 'sunflower', 'sweet_pepper', 'table', 'tank', 'telephone', 'television', 'tiger', 'tractor', 'train', 'trout', 'tulip', 'turtle', 'wardrobe', 'whale', 'willow_tree', 'wolf', 'woman', 'worm']   # the fine labels, as CIFAR-100's `meta` names them
+_CIFAR100_MD5 = {'train': '16019d7e3df5f24257cddd939b257f8d', 'test': 'f0ef6b0ae62326f3e7ffdfab6717acfc',
+                 'meta': '7973b15100ade9c7d40fb424638fde48'}
+
+def cifar100c_root(root=None) -> Path:
+    "`root` if it holds `labels.npy`, else `root/CIFAR-100-C`."
+    root = data_root(root)
+    return root if (root/'labels.npy').is_file() else root/'CIFAR-100-C'
+
+CORRUPTED = {'cifar10': 'cifar10c', 'cifar100': 'cifar100c'}   # the published corrupted test set of each dataset
+
 # %% ../nbs/01b_download.ipynb #ed1afe27
 @dataclass(frozen=True)
 class Archive:
@@ -103,6 +116,12 @@ SOURCES = {
     'fashion-mnist': Source('Fashion-MNIST', tuple(Archive(f, _FASHION_URL + f, m, s) for (f, m), s in
                                                    zip(FASHION_FILES.items(), (26_421_880, 29_515, 4_422_102, 5_148))),
                             'fashion-mnist', None),
+    'cifar100': Source('CIFAR-100', (Archive('cifar-100-python.tar.gz', 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz',
+                                             'eb9058c3a382ffc7106e4002c42a8d85', 169_001_437),),
+                       'cifar-100-python', 'meta'),
+    'cifar100c': Source('CIFAR-100-C', (Archive('CIFAR-100-C.tar', 'https://zenodo.org/records/3555552/files/CIFAR-100-C.tar?download=1',
+                                                '11f0ed0f1191edbf9fa23466ae6021d3'),),   # about 2.9 GB; no size recorded with the MD5
+                        'CIFAR-100-C', 'labels.npy'),
 }
 
 def sources_with(md5s:dict=None) -> dict:
@@ -222,9 +241,9 @@ def dataset_status(name:str, root=None, md5s:dict=None, elsewhere:bool=True) -> 
     src = sources_with(md5s)[check_choice('dataset', name, list(SOURCES))]
     base = data_root(root); md5 = {a.file: a.md5 for a in src.archives}
     files = None                                       # the dataset's paths when something of it is there
-    if name == 'cifar10':
-        where = base/src.folder
-        if where.is_dir(): files, probs = [where], [p for n in _CIFAR_MD5 if (p := _file_problem(where/n, _CIFAR_MD5[n]))]
+    if name in ('cifar10', 'cifar100'):
+        where, sums = base/src.folder, _CIFAR_MD5 if name == 'cifar10' else _CIFAR100_MD5
+        if where.is_dir(): files, probs = [where], [p for n in sums if (p := _file_problem(where/n, sums[n]))]
     elif name == 'svhn':
         where, paths = base, [base/f for f in md5]
         if any(p.exists() for p in paths): files, probs = paths, [p for f in paths if (p := _file_problem(f, md5[f.name]))]
@@ -234,8 +253,8 @@ def dataset_status(name:str, root=None, md5s:dict=None, elsewhere:bool=True) -> 
         if where.is_dir():
             want = _debian_md5s(where) or md5
             files, probs = [where/f for f in md5], [p for f in md5 if (p := _file_problem(where/f, want.get(f)))]
-    elif name == 'cifar10c':
-        where = cifar10c_root(root)
+    elif name in ('cifar10c', 'cifar100c'):
+        where = (cifar10c_root if name == 'cifar10c' else cifar100c_root)(root)
         if where.is_dir(): files, probs = [where], _npy_problems(where)
     else:
         where = base/src.folder
@@ -277,7 +296,7 @@ def _place(entries:list, root:Path):
             old = root/f'.{e.name}.old-{os.getpid()}'; os.replace(dest, old); os.replace(e, dest); shutil.rmtree(old, ignore_errors=True)
         else: os.replace(e, dest)
 
-def download_dataset(name:str, # 'cifar10', 'cifar10c', 'cinic10', 'svhn' or 'fashion-mnist'
+def download_dataset(name:str, # 'cifar10', 'cifar10c', 'cinic10', 'svhn', 'fashion-mnist', 'cifar100' or 'cifar100c'
                      root=None, # data folder (None: $NOISEKD_DATA or ./data)
                      mirror:str=None, # base URL holding the files under their published names (None: $NOISEKD_MIRROR, else the publishers)
                      md5s:dict=None, # {file: md5} to expect instead of the published ones (your own archives; the tests' fixtures)

@@ -22,7 +22,8 @@ EVALS = ['clean', 'ood', 'corruptions', 'pgd20', 'pgd_steps', 'pgd_eps']
 PAPER_EVALS = {'cifar10': ('clean', 'ood', 'corruptions', 'pgd_steps', 'pgd_eps'),
                'svhn': ('clean', 'pgd_steps', 'pgd_eps'),
                'digits': ('clean', 'corruptions', 'pgd_steps', 'pgd_eps'),
-               'fashion-mnist': ('clean', 'corruptions', 'pgd_steps', 'pgd_eps')}
+               'fashion-mnist': ('clean', 'corruptions', 'pgd_steps', 'pgd_eps'),
+               'cifar100': ('clean', 'corruptions', 'pgd_steps', 'pgd_eps')}   # beyond the paper: CIFAR-100-C's mCA, no OOD set
 RECORD_COLS = ['eval', 'metric', 'value', 'eval_set', 'steps', 'eps_255', 'corruption', 'n']
 
 def _rec(eval, metric, value, eval_set, n, **kw): return dict(dict.fromkeys(RECORD_COLS), eval=eval, metric=metric, value=float(value), eval_set=eval_set, n=int(n), **kw)
@@ -37,13 +38,13 @@ def check_evals(evals, dataset:str) -> tuple:
 
 # %% ../nbs/06a_evaluate.ipynb #65b85aa8
 def uses_cifar10c(dataset:str, size:int, n:int=None) -> bool:
-    "True when the corruption evaluation reads the official CIFAR-10-C (a CIFAR-10 model at 32×32 on the whole test set)."
-    return dataset == 'cifar10' and int(size) == 32 and n is None
+    "True when the corruption evaluation reads the official CIFAR-10-C or CIFAR-100-C (a model of that dataset at 32×32 on the whole test set)."
+    return dataset in CORRUPTED and int(size) == 32 and n is None
 
 def corruption_set(dataset:str, test:ImageArrays, root=None, n:int=None, seed:int=0) -> tuple:
     "`(folder, clean images)` of the corrupted test set for `dataset`: official CIFAR-10-C or a cached generated one."
     size = int(test.x.shape[-1])
-    if uses_cifar10c(dataset, size, n): return cifar10c_root(root), test
+    if uses_cifar10c(dataset, size, n): return (cifar10c_root if dataset == 'cifar10' else cifar100c_root)(root), test
     clean = test
     if n is not None and n < len(test):
         idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n].sort().values

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import noisekd
 from .core import *
 from .download import SOURCES
-from .data import DATASETS, data_root
+from .data import DATASETS, data_root, CORRUPTED
 from .models import get_model
 from .callbacks import parse_method, method_callbacks, feature_weight
 from .evaluate import EVALS, PAPER_EVALS, RECORD_COLS, check_evals, uses_cifar10c, evaluate
@@ -69,7 +69,7 @@ class Run:
 
 # %% ../nbs/08_experiments.ipynb #65b1bf5c
 def _ood(dataset): return ('ood',) if dataset == 'cifar10' else ()
-def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits', 'fashion-mnist') else ()
+def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits', 'fashion-mnist', 'cifar100') else ()
 
 def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
          dataset:str='digits', # 'digits', 'cifar10' or 'svhn'
@@ -374,7 +374,7 @@ def _needs(dataset:str, evals, scale) -> dict:
     S, evals = get_scale(scale), (evals,) if isinstance(evals, str) else tuple(evals or ())
     out = {dataset: 'training and test images'} if dataset in SOURCES else {}
     if 'ood' in evals: out['cinic10'] = 'OOD accuracy'
-    if 'corruptions' in evals and uses_cifar10c(dataset, S.size or 32, S.corruption_n): out['cifar10c'] = 'mCA'
+    if 'corruptions' in evals and uses_cifar10c(dataset, S.size or 32, S.corruption_n): out[CORRUPTED[dataset]] = 'mCA'
     return out
 
 def data_needs(runs) -> dict:

@@ -11,7 +11,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['FEATURE_LOSSES', 'kd_loss', 'hinton_loss', 'attention_map', 'at_loss', 'similarity', 'sp_loss', 'rkd_d_loss',
-           'rkd_a_loss', 'feature_loss']
+           'rkd_a_loss', 'feature_loss', 'tap_loss']
 
 # %% ../nbs/03_losses.ipynb #5bddf90f
 def kd_loss(student_logits, # S(x): the student's logits, B×C
@@ -98,3 +98,16 @@ def feature_loss(name:str, # 'at', 'sp', 'rkd-d', 'rkd-a' or 'rkd-da'
     w = spec['weight'] if weight is None else weight
     s, t = [feats_s[i] for i in spec['taps']], [feats_t[i] for i in spec['taps']]
     return w * (spec['fn'](s, t) if spec['as_list'] else spec['fn'](s[0], t[0]))
+
+# %% ../nbs/03_losses.ipynb #f14839d4
+def tap_loss(name:str, # 'at', 'sp', 'rkd-d', 'rkd-a' or 'rkd-da'
+             feats_s:list, # the student's tapped outputs, one per tap of the loss
+             feats_t:list, # the teacher's, paired with the student's
+             weight:float=None, # None: the paper's weight
+            ) -> torch.Tensor:
+    "The weighted feature loss `name` between paired taps: AT summed over the maps, SP and RKD summed over the pairs."
+    check(len(feats_s) == len(feats_t), f"{name}: the student has {len(feats_s)} taps, the teacher {len(feats_t)}; pair them one to one.")
+    if name == 'rkd-da': return tap_loss('rkd-d', feats_s, feats_t) + tap_loss('rkd-a', feats_s, feats_t)
+    spec = FEATURE_LOSSES[check_choice('feature loss', name, list(FEATURE_LOSSES) + ['rkd-da'])]
+    w = spec['weight'] if weight is None else weight
+    return w * (spec['fn'](feats_s, feats_t) if spec['as_list'] else sum(spec['fn'](s, t) for s, t in zip(feats_s, feats_t)))

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 import torch, torch.nn as nn, torch.nn.functional as F
+import torchvision.models as tvm
 from .core import *
 
 # %% auto #0
-__all__ = ['keep_mask', 'fickle_dropout', 'Dropout', 'BasicBlock', 'WideResNet', 'count_params', 'wrn_40_2', 'wrn_16_2',
-           'get_model', 'feature_modules', 'dropout_modules', 'set_fickle', 'train_modes', 'restore_modes', 'fickle',
-           'eval_mode']
+__all__ = ['NOISE_MODULES', 'DROPOUT_PLACES', 'ZOOS', 'WRN_TAPS', 'keep_mask', 'fickle_dropout', 'Dropout', 'BasicBlock',
+           'WideResNet', 'count_params', 'wrn_40_2', 'wrn_16_2', 'get_model', 'feature_modules', 'dropout_modules',
+           'dropout_p', 'set_fickle', 'train_modes', 'restore_modes', 'fickle', 'eval_mode', 'get_module', 'set_module',
+           'add_dropout', 'set_in_channels', 'zoo_model', 'default_taps']
 
 # %% ../nbs/02_models.ipynb #01cdd396
 def keep_mask(x:torch.Tensor, p:float, generator:torch.Generator=None) -> torch.Tensor:
@@ -94,14 +96,16 @@ def count_params(m:nn.Module) -> int: return sum(p.numel() for p in m.parameters
 def wrn_40_2(n_classes:int=10, drop:float=0., **kw): "The paper's teacher, WRN-40-2 (2.2M parameters)."; return WideResNet(40, 2, n_classes, drop, **kw)
 def wrn_16_2(n_classes:int=10, drop:float=0., **kw): "The paper's student, WRN-16-2 (0.7M parameters)."; return WideResNet(16, 2, n_classes, drop, **kw)
 
-def get_model(arch:str, # 'wrn_<depth>_<k>', e.g. 'wrn_40_2'
+def get_model(arch:str, # 'wrn_<depth>_<k>' (e.g. 'wrn_40_2'), 'torchvision:<name>' or 'timm:<name>'
               n_classes:int=10, # outputs of the classifier
               drop:float=0., # dropout p in every block (> 0 for a Fickle Teacher)
               in_ch:int=3, # image channels (1 for grey images such as Fashion-MNIST)
-             ) -> WideResNet:
-    "A Wide ResNet by name, `wrn_<depth>_<k>`: e.g. `wrn_40_2`, `wrn_16_2`, `wrn_10_1`."
+             ) -> nn.Module:
+    "A model by name: a Wide ResNet `wrn_<depth>_<k>` (e.g. `wrn_40_2`, `wrn_10_1`), or a zoo's network (`torchvision:resnet18`, `timm:resnet10t`)."
+    if ':' in str(arch): return zoo_model(arch, n_classes, drop, in_ch)
     m = re.fullmatch(r'wrn[_-](\d+)[_-](\d+)', str(arch))
-    check(m is not None, f"Unknown architecture {arch!r}: use 'wrn_<depth>_<k>' with depth = 6n+4, e.g. 'wrn_40_2' (teacher) or 'wrn_16_2' (student).")
+    check(m is not None, f"Unknown architecture {arch!r}: use 'wrn_<depth>_<k>' with depth = 6n+4, e.g. 'wrn_40_2' (teacher) or 'wrn_16_2' (student), "
+                         "or a zoo's network, 'torchvision:resnet18' or 'timm:resnet10t'.")
     return WideResNet(int(m[1]), int(m[2]), n_classes, drop, in_ch=in_ch)
 
 # %% ../nbs/02_models.ipynb #afbd16c2
@@ -112,14 +116,29 @@ def feature_modules(m:nn.Module) -> list:
     return [m.block1, m.block2, m.block3, m.pool]
 
 # %% ../nbs/02_models.ipynb #ce3f6b89
-def dropout_modules(m:nn.Module): return [d for d in m.modules() if isinstance(d, nn.modules.dropout._DropoutNd)]
+NOISE_MODULES = ('DropPath', 'DropBlock2d', 'StochasticDepth')   # timm.layers and torchvision.ops: noise switched by their own flag
+
+def _is_dropout(d:nn.Module) -> bool:
+    "A dropout module, a zoo's drop-path module, or a module that drops with `F.dropout(…, self.drop_rate, self.training)` (timm's heads)."
+    if isinstance(d, nn.modules.dropout._DropoutNd) or type(d).__name__ in NOISE_MODULES: return True
+    r = getattr(d, 'drop_rate', None)
+    return isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0
+
+def dropout_modules(m:nn.Module): return [d for d in m.modules() if _is_dropout(d)]
+
+def dropout_p(d:nn.Module) -> float:
+    "The drop probability of a module `dropout_modules` found: `p`, timm's `drop_prob`, or a model's `drop_rate`."
+    for a in ('p', 'drop_prob', 'drop_rate'):
+        v = getattr(d, a, None)
+        if isinstance(v, (int, float)) and not isinstance(v, bool): return float(v)
+    return 0.
 
 def set_fickle(m:nn.Module, # a model with dropout modules
                on:bool=True, # dropout active (True) or everything in eval mode (False)
               ) -> nn.Module:
     "Eval mode with the dropout modules active (`on`), or plain eval mode."
     m.eval()
-    for d in dropout_modules(m): d.train(on)
+    for d in dropout_modules(m): d.training = on   # its own flag only: a timm model that drops in its head keeps its batch norms in eval
     return m
 
 def train_modes(m:nn.Module) -> dict: return {n: mod.training for n, mod in m.named_modules()}
@@ -138,3 +157,106 @@ def fickle(m:nn.Module, on:bool=True):
 def eval_mode(m:nn.Module):
     "Run `m` in eval mode inside the block (dropout off too), then restore every submodule's own mode."
     return fickle(m, on=False)
+
+# %% ../nbs/02_models.ipynb #640d3914
+def get_module(m:nn.Module, # the model
+               path:str, # a module path: 'layer3', 'layer3.1.conv2', 'block2.0'
+              ) -> nn.Module:
+    "The submodule of `m` at `path`: an attribute per dot, integers index into a `Sequential` or `ModuleList` (torchdistill's rule)."
+    check(isinstance(path, str) and path.strip() != '', f"A layer is named by its module path, e.g. 'layer3' or 'layer3.1.conv2'; got {path!r}.")
+    mod, done = m, []
+    for part in path.split('.'):
+        if part.lstrip('-').isdigit() and isinstance(mod, (nn.Sequential, nn.ModuleList)) and -len(mod) <= int(part) < len(mod): nxt = mod[int(part)]
+        else: nxt = getattr(mod, part, None)
+        if not isinstance(nxt, nn.Module):
+            where = f"{'.'.join(done)!r}" if done else 'the model'
+            raise NoisekdError(f"No layer {path!r} in {type(m).__name__}: {where} has no {part!r}; its layers are "
+                               f"{', '.join(mod._modules) or 'none'} (module paths as print(model) shows them).")
+        mod = nxt; done.append(part)
+    return mod
+
+def set_module(m:nn.Module, path:str, new:nn.Module) -> nn.Module:
+    "Replace the submodule of `m` at `path` by `new`."
+    parent, _, last = path.rpartition('.')
+    get_module(m, path); setattr(get_module(m, parent) if parent else m, last, new)
+    return m
+
+# %% ../nbs/02_models.ipynb #9a907e99
+DROPOUT_PLACES = {'BasicBlock': 'conv2', 'Bottleneck': 'conv3', 'InvertedResidual': 'conv_pwl', 'DepthwiseSeparableConv': 'conv_pw'}
+
+def _drop_first(conv, args): return (conv.drop(args[0]),) + tuple(args[1:])   # a module-level hook: a deep copy keeps its own dropout
+
+def add_dropout(model:nn.Module, # a network with residual blocks (torchvision, timm or noisekd)
+                p:float, # dropout probability
+               ) -> nn.Module:
+    "`model` with a `Dropout(p)` before the last convolution of every residual block it knows (`DROPOUT_PLACES`); in place."
+    check_range('dropout p', p, lo=0, hi=1, hi_open=True)
+    n = 0
+    for mod in model.modules():
+        if isinstance(mod, BasicBlock): mod.drop.p = p; n += 1; continue
+        conv = getattr(mod, DROPOUT_PLACES.get(type(mod).__name__, ''), None)
+        if not isinstance(conv, nn.Conv2d): continue
+        if isinstance(getattr(conv, 'drop', None), Dropout): conv.drop.p = p
+        else: conv.drop = Dropout(p); conv.register_forward_pre_hook(_drop_first)
+        n += 1
+    check(n > 0, f"add_dropout knows no block of {type(model).__name__}: it puts dropout into {', '.join(DROPOUT_PLACES)} blocks. "
+                 "Put Dropout modules into this model yourself (or use a zoo's own: timm's drop_rate, drop_path_rate).")
+    model.drop = p
+    return model
+
+# %% ../nbs/02_models.ipynb #d564e514
+ZOOS = ('torchvision', 'timm')
+
+def _timm():
+    "timm, or an error naming the extra that brings it."
+    try: import timm
+    except ImportError: raise NoisekdError('timm models need timm: pip install "noisekd[timm]" (or pip install timm).') from None
+    return timm
+
+def set_in_channels(m:nn.Module, in_ch:int) -> nn.Module:
+    "`m` with its first convolution rebuilt (random weights) for `in_ch` image channels."
+    path = next((n for n, c in m.named_modules() if isinstance(c, nn.Conv2d)), None)
+    check(path is not None, f"{type(m).__name__} has no 2-d convolution to take {in_ch}-channel images.")
+    c = get_module(m, path)
+    if c.in_channels != in_ch:
+        set_module(m, path, nn.Conv2d(in_ch, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, 1, c.bias is not None))
+    return m
+
+def zoo_model(arch:str, # 'torchvision:<name>' or 'timm:<name>'
+              n_classes:int=10, # outputs of the classifier
+              drop:float=0., # dropout before the last convolution of every residual block (`add_dropout`)
+              in_ch:int=3, # image channels
+             ) -> nn.Module:
+    "A torchvision or timm classifier by name, random weights, `n_classes` outputs, `in_ch` channels, with dropout `drop` added."
+    zoo, _, name = str(arch).partition(':')
+    check(zoo in ZOOS and name, f"Unknown architecture {arch!r}: a zoo's network is 'torchvision:<name>' or 'timm:<name>', e.g. "
+                                "'torchvision:resnet18', 'timm:resnet10t'.")
+    check_range('dropout p', drop, lo=0, hi=1, hi_open=True)
+    check(int(n_classes) == n_classes and n_classes >= 2, f"n_classes must be an integer >= 2, got {n_classes!r}.")
+    if zoo == 'torchvision':
+        check(name in tvm.list_models(module=tvm), f"torchvision has no classification model {name!r} (in {arch!r}); e.g. resnet18, "
+                                                   "resnet50, mobilenet_v3_small: see torchvision.models.list_models().")
+        m = set_in_channels(tvm.get_model(name, weights=None, num_classes=int(n_classes)), in_ch)
+    else:
+        timm = _timm()
+        check(timm.is_model(name), f"timm has no model {name!r} (in {arch!r}); e.g. resnet10t, resnet18: see timm.list_models().")
+        m = timm.create_model(name, pretrained=False, num_classes=int(n_classes), in_chans=in_ch)
+    if drop: add_dropout(m, drop)
+    m.arch, m.n_classes, m.drop = arch, int(n_classes), drop
+    return m
+
+# %% ../nbs/02_models.ipynb #975158a4
+WRN_TAPS = {'at': ['block1', 'block2', 'block3'], 'sp': ['block3'], 'rkd': ['pool']}
+
+def default_taps(m:nn.Module, # a model
+                 loss:str, # 'at', 'sp', 'rkd-d', 'rkd-a' or 'rkd-da'
+                ) -> list:
+    "The module paths `loss` taps in `m` when none are named: a Wide ResNet's (as `feature_modules`), a zoo ResNet's stages."
+    key = 'rkd' if str(loss).startswith('rkd') else loss
+    if all(hasattr(m, a) for a in ('block1', 'block2', 'block3', 'pool')): return list(WRN_TAPS[key])
+    stages = [f'layer{i}' for i in range(1, 5)]
+    pool = next((a for a in ('avgpool', 'global_pool') if hasattr(m, a)), None)
+    if all(hasattr(m, a) for a in stages) and pool: return {'at': stages, 'sp': stages[-1:], 'rkd': [pool]}[key]
+    raise NoisekdError(f"Feature distillation ({loss}) does not know which layers of {type(m).__name__} to tap: name them, "
+                       f"Distill(teacher, feature_loss={loss!r}, teacher_taps=[...], student_taps=[...]), as module paths "
+                       f"(its layers: {', '.join(m._modules)}).")

@@ -6,11 +6,11 @@ Docs: https://noisekd.github.io/noisekd/scales.html.md"""
 
 # %% ../nbs/08a_scales.ipynb #5ca1e004
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from .base import *
 
 # %% auto #0
-__all__ = ['SCALES', 'TABLES', 'Scale', 'get_scale']
+__all__ = ['SCALES', 'TABLES', 'Scale', 'get_scale', 'with_archs']
 
 # %% ../nbs/08a_scales.ipynb #8aa49166
 @dataclass(frozen=True)
@@ -73,8 +73,23 @@ SCALES = {
 }
 
 def get_scale(scale) -> Scale:
-    "A `Scale` by name (full, small, demo, tiny), or the `Scale` given."
-    return scale if isinstance(scale, Scale) else SCALES[check_choice('scale', scale, SCALES)]
+    "A `Scale` by name (full, small, demo, tiny; `NAME@TEACHER,STUDENT` with another pair), or the `Scale` given."
+    if isinstance(scale, Scale): return scale
+    if isinstance(scale, str) and '@' in scale:
+        base, _, pair = scale.partition('@'); t, sep, s = pair.partition(',')
+        check(sep and t and s and '@' not in pair and ',' not in s, f"A scale with another teacher and student is NAME@TEACHER,STUDENT, "
+                                                                     f"e.g. 'tiny@torchvision:resnet18,timm:resnet10t'; got {scale!r}.")
+        return replace(get_scale(base), name=scale, teacher_arch=t, student_arch=s)
+    return SCALES[check_choice('scale', scale, SCALES)]
+
+# %% ../nbs/08a_scales.ipynb #95f753a7
+def with_archs(scale, teacher_arch:str=None, student_arch:str=None) -> str:
+    "The name of `scale` with another teacher and/or student (None: the scale's own): 'tiny@torchvision:resnet18,timm:resnet10t'."
+    S = get_scale(scale); base = SCALES[S.name.split('@')[0]]
+    t, s = S.teacher_arch if teacher_arch is None else teacher_arch, S.student_arch if student_arch is None else student_arch
+    for what, a in (('--teacher-arch', t), ('--student-arch', s)):
+        check(isinstance(a, str) and a.strip() and not set(a) & set('@,/ '), f"{what}: {a!r} is not an architecture name such as 'torchvision:resnet18'.")
+    return base.name if (t, s) == (base.teacher_arch, base.student_arch) else f"{base.name}@{t},{s}"
 
 # %% ../nbs/08a_scales.ipynb #5ca1e007
 TABLES = ['table1', 'table2', 'table3', 'table4', 'table5', 'fig2', 'fig3', 'fig4']

@@ -60,8 +60,8 @@ def test_data_get_all_through_a_mirror(fixtures_published, tmp_path, capsys):
     code, out, err = _main(['data', 'get', 'all', '--root', root, '--mirror', url], capsys)
     assert code == 0, err
     for name in dl.SOURCES: assert f'{name}: ready in' in out, out
-    assert sorted(p.name for p in root.iterdir()) == ['CIFAR-10-C', 'cifar-10-batches-py', 'cinic-10', 'fashion-mnist',
-                                                      'test_32x32.mat', 'train_32x32.mat']      # no archive, no temporary folder
+    assert sorted(p.name for p in root.iterdir()) == ['CIFAR-10-C', 'CIFAR-100-C', 'cifar-10-batches-py', 'cifar-100-python', 'cinic-10',
+                                                      'fashion-mnist', 'test_32x32.mat', 'train_32x32.mat']      # no archive, no temporary folder
     tr, te = get_data('cifar10', root)
     assert (len(tr), len(te), tr.x.shape[1:]) == (8, 8, (3, 32, 32))
     assert load_cinic_ood(root, per_class=2).x.shape == (20, 3, 32, 32)
@@ -69,9 +69,30 @@ def test_data_get_all_through_a_mirror(fixtures_published, tmp_path, capsys):
     assert len(load_svhn(root, 'train', checksums=False)) == 8          # fixtures: not the published bytes
     assert load_fashion_mnist(root, checksums=False).x.shape == (8, 1, 28, 28)
     code, out, _ = _main(['data', 'check', '--root', root], capsys)
-    assert code == 0 and out.count(' found ') == 5, out
+    assert code == 0 and out.count(' found ') == 7, out
     code, out, _ = _main(['data', 'get', 'cifar10', '--root', root, '--mirror', url], capsys)
     assert code == 0 and 'cifar10: already there' in out
+
+def test_data_get_cifar100_through_a_mirror(fixtures_published, tmp_path, capsys):
+    "CIFAR-100 and CIFAR-100-C: fetched from the loopback mirror, checked, read by the loaders; mCA on a CIFAR-100-C made by the generator."
+    url, md5s, _ = fixtures_published
+    root = tmp_path/'data'
+    code, _, err = _main(['reproduce', 'table1', '--dataset', 'cifar100', '--runs', tmp_path/'runs', '--root', root], capsys)
+    assert code == 2 and 'noisekd data get cifar100 cifar100c --root' in err, err      # the preflight names both, before any run
+    code, out, err = _main(['data', 'get', 'cifar100', 'cifar100c', '--root', root, '--mirror', url], capsys)
+    assert code == 0 and 'cifar100: ready in' in out and 'cifar100c: ready in' in out, err
+    assert sorted(p.name for p in root.iterdir()) == ['CIFAR-100-C', 'cifar-100-python']
+    code, out, _ = _main(['data', 'check', 'cifar100', 'cifar100c', '--root', root], capsys)
+    assert code == 0 and out.count(' found ') == 2, out
+    dl.preflight_data({'cifar100': 'training and test images', 'cifar100c': 'mCA'}, root, log=lambda *a: None)
+    tr, te = get_data('cifar100', root)
+    assert (len(tr), len(te), tr.c, tr.classes[-1]) == (8, 8, 100, 'worm')
+    a = load_cifar100c(root, 'saturate', 2); assert (a.x.shape, a.c) == ((8, 3, 32, 32), 100)
+    from noisekd.models import get_model
+    from noisekd.robustness import write_corrupted_set, corruption_accuracy, mca
+    gen = write_corrupted_set(te, root/'CIFAR-100-C-gen', corruptions=['contrast', 'fog'], progress=False)
+    m = mca(corruption_accuracy(get_model('torchvision:resnet18', 100), te, gen, progress=False))
+    assert m['n_corruptions'] == 2 and 0 <= m['mca_uncond'] <= 100
 
 def test_wrong_checksum_is_refused_and_leaves_nothing(mirror, monkeypatch, tmp_path, capsys):
     url, md5s, _ = mirror

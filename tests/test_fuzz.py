@@ -94,6 +94,7 @@ def _known_bad(cmd, a) -> st.SearchStrategy:
     if d == 'methods':
         return _names.filter(lambda v: not v.startswith('-') and (not [m for m in v.split(',') if m.strip()]
                                                                   or any(m.strip() not in KD_METHODS for m in v.split(',') if m.strip())))
+    if d in ('teacher_arch', 'student_arch'): return st.sampled_from(['', 'resnet18', 'wrn_15_2', 'torchvision:resnet19', 'timm:', 'a,b', 'x@y'])
     if d == 'cluster': return st.sampled_from(['', 'locl', 'slurmm', 'http//x', 'nowhere.json', str(AFILE)])
     if d in ('runs', 'root') or (d == 'out' and cmd in ('demo', 'report')):
         return st.sampled_from([v for v in _PATH_BAD['folder'] if not (d == 'root' and v in ('', '/proc/noisekd-fuzz'))])
