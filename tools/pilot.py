@@ -13,7 +13,7 @@ import argparse, json, os, platform, subprocess, time
 from pathlib import Path
 import pandas as pd, torch
 from noisekd.core import load_json, save_json, atomic_write
-from noisekd.train import train_model, load_model, cpu_bf16
+from noisekd.train import train_model, load_model, cpu_bf16, run_complete
 from noisekd.evaluate import evaluate
 from noisekd.callbacks import feature_weight
 
@@ -95,7 +95,7 @@ def work(out:Path):
         else: time.sleep(20)    # everything left is another worker's, or waits for a teacher
 
 
-def done(d:Path) -> bool: return (d/'model.pth').is_file() and (d/'metrics.json').is_file()
+def done(d:Path) -> bool: return run_complete(d)
 
 
 def collect(out:Path) -> list:
