@@ -288,10 +288,11 @@ def prepare_data(dataset:str, scale:Scale, root=None) -> dict:
 
 # %% ../nbs/08b_cluster.ipynb #5243a8ef
 class _Watch:
-    "A driver thread that logs workers joining and leaving during a sweep, and what a leaving worker was running (Dask gives it to another worker)."
+    "A driver thread that logs workers joining and leaving during a sweep, and what a leaving worker held (Dask gives it to another worker)."
     def __init__(self, client, runs_of:dict, runs_dir:Path, log, every:float=1.0):
         self.client, self.runs_of, self.runs_dir, self.log, self.every = client, runs_of, runs_dir, log, every
-        self.stop, self.workers, self.busy, self.jobs, self.lost, self.missing = threading.Event(), {}, {}, {}, [], {}
+        self.stop, self.workers, self.jobs, self.lost, self.since = threading.Event(), {}, {}, [], 0.
+        self.done = set()       # keys whose result the driver has: a leaving worker that kept one had finished that run
         self.thread = threading.Thread(target=self._loop, daemon=True, name='noisekd-watch')
 
     def _who(self, addr) -> str:
@@ -299,25 +300,27 @@ class _Watch:
         return f"{name} (SLURM job {job})" if job else str(name)
 
     def _look(self, first=False):
-        def state(dask_scheduler):      # defined here, so that it travels by value to a scheduler without noisekd
-            return {a: (str(w.name), [str(t.key) for t in w.processing]) for a, w in dask_scheduler.workers.items()}
-        now = self.client.run_on_scheduler(state)
-        ws = {a: n for a, (n, _) in now.items()}
-        gone = [a for a in self.workers if a not in ws]
-        self.missing = {a: self.missing.get(a, 0) + 1 for a in gone}
-        for a in [a for a in gone if self.missing[a] >= 2]:     # gone twice in a row: a worker that left, not a passing reading
-            runs = [self.runs_of[k] for k in self.busy.get(a, ()) if k in self.runs_of]
+        def state(since, dask_scheduler):   # defined here, so that it travels by value to a scheduler without noisekd
+            # The scheduler's own record of each removal, with the tasks the worker held at that moment: a poll can miss
+            # a worker that leaves between two readings, or read it in between (seen with slurm's scancel under load).
+            left = [(t, m['worker'], [str(k) for k in m.get('processing-tasks', ())], [str(k) for k in m.get('lost-computed-tasks', ())])
+                    for t, m in dask_scheduler.get_events('all') if t > since and m.get('action') == 'remove-worker']
+            return {a: str(w.name) for a, w in dask_scheduler.workers.items()}, left
+        ws, left = self.client.run_on_scheduler(state, self.since)
+        for t, a, running, kept in left:
+            self.since = max(self.since, t)
+            keys = running + [k for k in kept if k not in self.done]     # results lost with it (not yet here) are runs to redo
+            runs = [self.runs_of[k] for k in dict.fromkeys(keys) if k in self.runs_of]
             what = '; '.join(f"{r.name} ({epochs_done(self.runs_dir/r.path)} epoch(s) checkpointed)" for r in runs)
-            self.lost.append(dict(worker=self._who(a), runs=[r.name for r in runs], time=time.time()))
+            self.lost.append(dict(worker=self._who(a), runs=[r.name for r in runs], time=t))
             self.log(f"Worker {self._who(a)} left ({len(ws)} worker(s) remain)" + (f" while holding {what}: Dask gives "
                      f"{'them' if len(runs) > 1 else 'it'} to another worker, which resumes from the last checkpoint." if runs else '.'))
-            del self.workers[a], self.missing[a]
+            self.workers.pop(a, None)
         for a in [a for a in ws if a not in self.workers]:
             self.workers[a] = ws[a]
             try: self.jobs[a] = self.client.run(lambda: os.environ.get('SLURM_JOB_ID'), workers=[a], on_error='ignore').get(a)
             except Exception: pass
             if not first: self.log(f"Worker {self._who(a)} joined ({len(ws)} worker(s)).")
-        self.busy.update({a: tuple(ks) for a, (_, ks) in now.items()})
 
     def _loop(self):
         while not self.stop.wait(self.every):
@@ -326,13 +329,17 @@ class _Watch:
                 if self.client.status in ('closing', 'closed'): return
 
     def __enter__(self):
-        try: self._look(first=True)
+        try:
+            self.since = self.client.run_on_scheduler(lambda dask_scheduler: time.time())   # removals before this sweep are not its own
+            self._look(first=True)
         except Exception as e:      # a scheduler that does not run our function: the sweep goes on, unwatched
             self.log(f"(Not watching the workers: {type(e).__name__}: {e})"); return self
         self.thread.start(); return self
     def __exit__(self, *exc):
         self.stop.set()
         if self.thread.is_alive(): self.thread.join(10)
+        try: self._look()           # a worker that left in the sweep's last second
+        except Exception: pass
 
 def _wait_for_workers(client, log):
     if client.scheduler_info()['workers']: return
@@ -384,7 +391,7 @@ def execute_dask(runs, # the runs, as from `plan`
         by_key, out, n = {f.key: run for run, f in futs.items()}, {}, len(runs)
         with _Watch(client, {str(k): r for k, r in by_key.items()}, runs_dir, log) as watch:
             for k, fut in enumerate(as_completed(list(futs.values())), 1):
-                run = by_key[fut.key]
+                run = by_key[fut.key]; watch.done.add(str(fut.key))
                 if fut.status == 'finished': r = fut.result()
                 else:
                     bad = [d for d in run_deps(run) if d in futs and (out.get(d, {}).get('status') in _FAILED or futs[d].status != 'finished')]
