@@ -65,3 +65,34 @@ def test_docs_check_index_and_callbacks():
     for page in ('index', '04_callbacks'): assert (shots/f'{page}.png').stat().st_size > 10_000
     html = (ROOT/'_docs_check'/'html'/'callbacks.html').read_text()
     assert 'Distill' in html and 'fickle' in html and 'data:image/png;base64' in html
+
+def _nb(path, size=None):
+    nb = {'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5}
+    if size: nb = dc.stamp(nb, size, 1.0)
+    path.write_text(json.dumps(nb))
+
+def test_site_problems_refuse_test_size_pages(tmp_path):
+    "A chapter built at test size, without a stamp or not at all is not fit to publish; full-size ones are."
+    names = dc.chapters()
+    for n in names[3:]: _nb(tmp_path/f'{n}.ipynb', 'full')
+    assert dc.site_problems(tmp_path, names[3:]) == []
+    _nb(tmp_path/f'{names[0]}.ipynb', 'test'); _nb(tmp_path/f'{names[1]}.ipynb')
+    probs = dc.site_problems(tmp_path, names)
+    assert len(probs) == 3, probs
+    assert f'{names[0]}.ipynb was built at test size (IN_TEST set' in probs[0] and '--execute-only --full' in probs[0]
+    assert f'{names[1]}.ipynb was built without a size stamp' in probs[1]
+    assert f'{names[2]}.ipynb is not in' in probs[2]
+
+def test_check_site_fails_on_a_test_size_build(tmp_path):
+    "Run the home page as nbdev-test does (stamped 'test'), then --check-site refuses it, naming the page and the fix."
+    out = tmp_path/'dc'
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs_check.py'), '--execute-only', '--out', str(out), 'index'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert dc.built_size(out/'nbs'/'index.ipynb') == 'test'
+    meta = json.loads((out/'nbs'/'index.ipynb').read_text())['metadata']['noisekd_docs']
+    assert meta['seconds'] > 0
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs_check.py'), '--out', str(out), '--check-site'],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout
+    assert 'index.ipynb was built at test size' in r.stdout and 'Docs check FAILED' in r.stdout, r.stdout

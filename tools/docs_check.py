@@ -166,9 +166,36 @@ from nbdev.test import test_nb
 if os.environ.get('NOISEKD_DOCS_FULL'): nbdev.test.in_notebook = lambda: True   # keep IN_TEST unset: examples at full size
 from nbdev.config import get_config
 flags = get_config().get('tst_flags', '').split()
+size = 'test' if os.environ.get('IN_TEST') or not nbdev.test.in_notebook() else 'full'   # what test_nb gives the examples
 ok, t = test_nb(sys.argv[1], skip_flags=flags, save=True, cell_timeout=int(sys.argv[2]))
+print('\n' + _SIZE_MARK + size)
 sys.exit(0 if ok else 1)
 '''
+_SIZE_MARK = 'noisekd-docs-size='
+_EXEC = _EXEC.replace('_SIZE_MARK', repr(_SIZE_MARK))
+
+def stamp(nb:dict, size:str, seconds:float) -> dict:
+    "Record in the notebook's metadata at which size its examples ran ('full': as readers run them, 'test': IN_TEST set)."
+    nb.setdefault('metadata', {})['noisekd_docs'] = dict(size=size, seconds=round(seconds, 1))
+    return nb
+
+def built_size(path) -> str | None:
+    "The size an executed notebook's examples ran at ('full' or 'test'), None if it carries no stamp."
+    try: return json.loads(Path(path).read_text()).get('metadata', {}).get('noisekd_docs', {}).get('size')
+    except (OSError, ValueError): return None
+
+def site_problems(nbs_dir, names=None) -> list[str]:
+    "Pages meant for the site (every chapter) that are missing from `nbs_dir` or were not built at full size."
+    probs = []
+    for n in names or chapters():
+        f = Path(nbs_dir)/f'{n}.ipynb'
+        size = built_size(f) if f.exists() else 'missing'
+        if size == 'missing': probs.append(f"{n}.ipynb is not in {nbs_dir}: run python tools/docs_check.py --execute-only --full")
+        elif size != 'full':
+            probs.append(f"{n}.ipynb was built " + ("at test size (IN_TEST set: examples shrunk to seconds)" if size == 'test' else
+                         "without a size stamp (not by tools/docs_check.py)") +
+                         ": the site shows examples as readers run them; build it with python tools/docs_check.py --execute-only --full")
+    return probs
 
 def _is_progress(out) -> bool:
     d = out.get('data', {})
@@ -212,8 +239,9 @@ def execute(names, out_nbs:Path, jobs:int=2, timeout:int=600, full:bool=False) -
                            capture_output=True, text=True)
         dt = time.time() - t0
         if r.returncode != 0: return name, (False, dt, (r.stderr or r.stdout)[-3000:])
-        nb = json.loads(dst.read_text())
-        dst.write_text(json.dumps(trim_outputs(nb), indent=1, ensure_ascii=False) + '\n')
+        size = re.findall(re.escape(_SIZE_MARK) + r'(\w+)', r.stdout)
+        nb = stamp(trim_outputs(json.loads(dst.read_text())), size[-1] if size else None, dt)
+        dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
         return name, (True, dt, '')
     res = {}
     with ThreadPoolExecutor(max(1, jobs)) as ex:
@@ -365,7 +393,7 @@ window.addEventListener('load', function () {
 </script>
 '''
 
-def render(names, proc:Path, html_dir:Path) -> dict:
+def render(names, proc:Path, html_dir:Path, out_nbs:Path=None) -> dict:
     "Render each processed notebook to `html_dir/<page>.html`; {name: (ok, error, stats)}."
     import nbformat
     from nbconvert import HTMLExporter
@@ -385,8 +413,10 @@ def render(names, proc:Path, html_dir:Path) -> dict:
             nb, fm = _prepare(json.loads(json.dumps(nbformat.reads(f.read_text(), as_version=4))))
             body, _ = ex.from_notebook_node(nb)
             body = _fix_links(body, pages)
+            size = built_size(out_nbs/f'{n}.ipynb') if out_nbs else None
+            note = '' if size == 'full' else ' <b>Built at test size (IN_TEST): not what the site shows.</b>'
             nav = (f'<nav id="dc-sidebar"><div class="site"><a href="index.html">noisekd</a></div>'
-                   f'<div class="note">offline check: nbconvert + pandoc, not the Quarto theme</div>'
+                   f'<div class="note">offline check: nbconvert + pandoc, not the Quarto theme.{note}</div>'
                    f'{_sidebar_html(pages, titles, n)}</nav>')
             body = body.replace('</head>', _CSS + _PROBE + '</head>', 1)
             body = re.sub(r'(<body[^>]*>)', lambda m: m.group(1) + nav, body, count=1)
@@ -464,6 +494,9 @@ def main(argv=None) -> int:
     ap.add_argument('--jobs', type=int, default=2, help='notebooks run at once (default: 2)')
     ap.add_argument('--execute-only', action='store_true', help='only run the notebooks into OUT/nbs (for nbdev-docs)')
     ap.add_argument('--full', action='store_true', help="run the examples at the size readers get (IN_TEST unset): slow, for publishing")
+    ap.add_argument('--check-site', metavar='DIR', help="only check that every chapter in DIR (default: OUT/nbs) was built at full "
+                    "size, as the site must be; exit status 1 if one was built at test size (what the deploy workflow runs before nbdev-docs)",
+                    nargs='?', const='')
     ap.add_argument('--timeout', type=int, default=600, help='seconds a cell may run (default: 600)')
     ap.add_argument('--no-screenshots', action='store_true', help='skip the screenshots (the browser check still runs)')
     a = ap.parse_args(argv)
@@ -471,6 +504,12 @@ def main(argv=None) -> int:
     out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
     (out/'.gitignore').write_text('*\n')
     all_nbs = chapters()
+    if a.check_site is not None:
+        d = Path(a.check_site or out/'nbs').resolve()
+        probs = site_problems(d)
+        log(f"Site pages in {d}: " + ('every chapter built at full size' if not probs else f"{len(probs)} not fit to publish"))
+        for p in probs: log(f"  PROBLEM {p}")
+        return _finish(probs, t0)
     names = [re.sub(r'\.ipynb$', '', Path(n).name) for n in a.names] or all_nbs
     if bad := [n for n in names if n not in all_nbs]:
         log(f"No notebook nbs/{bad[0]}.ipynb. Notebooks: {', '.join(all_nbs)}"); return 2
@@ -491,6 +530,8 @@ def main(argv=None) -> int:
     log(f"1. Running {len(names)} notebook(s) as nbdev-test does, outputs kept ({'full size' if a.full else 'IN_TEST=1'}) …")
     ex = execute(names, out/'nbs', a.jobs, a.timeout, a.full)
     failures += [f"{n}.ipynb does not run:\n{e}" for n, (ok, _, e) in ex.items() if not ok]
+    if a.full: failures += site_problems(out/'nbs', [n for n in names if ex[n][0]])
+    log(f"   {sum(t for _, t, _ in ex.values()):.0f} s of notebook time ({a.jobs} at once)")
     if a.execute_only:
         return _finish(failures, t0)
     ran = [n for n in names if ex[n][0]]
@@ -504,7 +545,7 @@ def main(argv=None) -> int:
     shutil.rmtree(out/'screenshots', ignore_errors=True)                 # no stale page or screenshot survives
     for n in names: (html_dir/nbpath2html(Path(f'{n}.ipynb')).name).unlink(missing_ok=True)
     log("3. Rendering HTML (nbconvert, pandoc, " + ('MathJax' if (MATHJAX/'MathJax.js').exists() else 'MathML: apt-get install libjs-mathjax for MathJax') + ") …")
-    rd = render([n for n in ran if pr[n][0]], ROOT/'_proc', html_dir)
+    rd = render([n for n in ran if pr[n][0]], ROOT/'_proc', html_dir, out/'nbs')
     failures += [f"{n}.ipynb does not render: {e}" for n, (ok, e, _) in rd.items() if not ok]
 
     log("4. Loading the pages in headless Chromium …")
