@@ -96,3 +96,9 @@ def test_check_site_fails_on_a_test_size_build(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stdout
     assert 'index.ipynb was built at test size' in r.stdout and 'Docs check FAILED' in r.stdout, r.stdout
+
+def test_sidebar_links_named_by_their_title():
+    sb = {'website': {'sidebar': {'contents': ['index.ipynb', {'section': 'x', 'contents': [
+        {'text': 'teacher.ipynb', 'href': 'https://example.org/teacher.ipynb'}, {'text': 'Train a student (student.ipynb)', 'href': 'https://example.org/s'}]}]}}}
+    assert dc.named_by_file(sb) == ['teacher.ipynb']
+    assert dc.named_by_file() == []

@@ -68,6 +68,16 @@ def sidebar_pages(sidebar=None) -> list[str]:
     walk(sb['website']['sidebar']['contents'])
     return [re.sub(r'\.ipynb$', '', p) for p in out]
 
+def named_by_file(sidebar=None) -> list[str]:
+    "Sidebar links whose text is a file name (a reader sees `teacher.ipynb`, not what the page is)."
+    sb, out = sidebar or _yaml(NBS/'sidebar.yml'), []
+    def walk(items):
+        for it in items:
+            if isinstance(it, dict) and 'contents' in it: walk(it['contents'])
+            elif isinstance(it, dict) and re.fullmatch(r'[\w./-]+\.(ipynb|qmd|md|html)', str(it.get('text', ''))): out.append(it['text'])
+    walk(sb['website']['sidebar']['contents'])
+    return out
+
 def readme_block(name:str, text:str=None) -> str:
     text = text if text is not None else (ROOT/'README.md').read_text()
     m = re.search(rf'<!-- {name} -->\s*```\n(.*?)\n```\s*<!-- /{name} -->', text, re.S)
@@ -91,6 +101,8 @@ def config_problems() -> tuple[list[str], list[str]]:
     if extra := [p for p in pages if p not in nbs]:
         probs.append(f"nbs/sidebar.yml lists {', '.join(extra)}, which is not a notebook of nbs/.")
     if len(set(pages)) != len(pages): probs.append("nbs/sidebar.yml lists a page twice.")
+    if files := named_by_file():
+        probs.append(f"nbs/sidebar.yml names {', '.join(files)} by file: give each link the title of what it opens.")
     if pages[:1] != ['index']: probs.append("nbs/sidebar.yml should start with index.ipynb.")
     story = ['01_data', '02_models', '03_losses', '04_callbacks', '05_attacks', '06_robustness', '06a_evaluate',
              '07_train', '08_experiments', '09_report', '10_cli']
