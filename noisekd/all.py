@@ -1,4 +1,4 @@
-"""`from noisekd.all import *` brings every public name of the package.
+"""`from noisekd.all import *` brings every public name of the library modules; the commands (`noisekd.commands`, `noisekd.cli`) and the benchmark (`noisekd.bench`, `noisekd.bench_options`) are imported on their own.
 
 Docs: https://noisekd.github.io/noisekd/all.html.md"""
 

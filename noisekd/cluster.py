@@ -433,17 +433,19 @@ def execute_cluster(runs, runs_dir='runs', cluster='local', workers:int=None, ro
 KIND_COLORS = {'teacher': 'tab:blue', 'select': 'tab:orange', 'student': 'tab:green'}
 
 def plot_timeline(timeline:pd.DataFrame, ax=None):
-    "Which worker ran which run, and when: one bar per executed run, coloured by kind."
+    "Which worker ran which run, and when: one bar per executed run, coloured by kind, from the first run's start."
     tl = timeline[timeline.status == 'done']
     workers = sorted(tl.worker.unique())
     if ax is None: _, ax = plt.subplots(figsize=(8, 0.6 + 0.5 * len(workers)))
-    span = max(tl.finish.max(), 1e-9) if len(tl) else 1
+    t0 = tl.start.min() if len(tl) else 0.       # the workers' start-up is not the sweep's work
+    span = max(tl.finish.max() - t0, 1e-9) if len(tl) else 1
     for r in tl.itertuples():
         y = workers.index(r.worker)
-        ax.barh(y, r.finish - r.start, left=r.start, height=0.6, color=KIND_COLORS.get(r.kind, 'gray'), edgecolor='white')
+        ax.barh(y, max(r.finish - r.start, 0.005 * span), left=r.start - t0, height=0.6, color=KIND_COLORS.get(r.kind, 'gray'),
+                edgecolor='white')                # a selection takes no time: it still shows
         if r.finish - r.start > 0.12 * span:      # name the runs that have room for it
-            ax.text(r.start, y, ' ' + r.run.split('/', 3)[-1], va='center', fontsize=7, clip_on=True)
-    ax.set_xlim(0, span * 1.02); ax.set_yticks(range(len(workers)), workers); ax.set_xlabel('seconds since the sweep started')
+            ax.text(r.start - t0, y, ' ' + r.run.split('/', 3)[-1], va='center', fontsize=7, clip_on=True)
+    ax.set_xlim(0, span * 1.02); ax.set_yticks(range(len(workers)), workers); ax.set_xlabel('seconds since the first run started')
     ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in KIND_COLORS.values()], labels=list(KIND_COLORS),
               loc='upper left', bbox_to_anchor=(1, 1), fontsize=8)
     return ax

@@ -422,10 +422,10 @@ def show_corruptions(img, # one uint8 image H×W×3 (or C×H×W tensor)
     img = torch.as_tensor(img).permute(1, 2, 0).numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
     x = _as_nhwc(img[None])
     fig, axs = plt.subplots(len(corruptions), 6, figsize=(6 * size, len(corruptions) * size), squeeze=False)
-    for row, name in zip(axs, corruptions):
+    for i, (row, name) in enumerate(zip(axs, corruptions)):
         for s, ax in enumerate(row):
             ax.imshow(x[0] if s == 0 else corrupt(x, name, s, seed)[0]); ax.set_xticks([]); ax.set_yticks([])
-            if row is axs[0]: ax.set_title('clean' if s == 0 else f'severity {s}', fontsize=8)
+            if i == 0: ax.set_title('clean' if s == 0 else f'severity {s}', fontsize=8)
         row[0].set_ylabel(name.replace('_', ' '), fontsize=8, rotation=0, ha='right', va='center')
     fig.tight_layout(pad=0.1)
     return fig

@@ -1,4 +1,4 @@
-"""CIFAR-10, SVHN, Fashion-MNIST, CINIC-10 (OOD), CIFAR-10-C, the embedded digits, label corruption and fastai `DataLoaders`.
+"""CIFAR-10, SVHN, Fashion-MNIST, CINIC-10 (OOD), CIFAR-10-C, CIFAR-100, CIFAR-100-C, the embedded digits, label corruption and fastai `DataLoaders`.
 
 Docs: https://noisekd.github.io/noisekd/data.html.md"""
 

@@ -72,8 +72,8 @@ def _ood(dataset): return ('ood',) if dataset == 'cifar10' else ()
 def _corr(dataset): return ('corruptions',) if dataset in ('cifar10', 'digits', 'fashion-mnist', 'cifar100') else ()
 
 def plan(table:str, # 'table1' … 'table5', 'fig2', 'fig3', 'fig4' or 'all'
-         dataset:str='digits', # 'digits', 'cifar10' or 'svhn'
-         scale='full', # a `Scale` or its name: 'full' (the paper), 'small', 'demo', 'tiny'
+         dataset:str='digits', # 'digits', 'cifar10', 'svhn', 'fashion-mnist' or 'cifar100'
+         scale='full', # a `Scale` or its name: 'full' (the paper), 'small', 'demo', 'cpu', 'cpu-paired', 'tiny'
          seeds:int=None, # seeds per configuration (None: the scale's)
         ) -> list:
     "The runs of `table` ('table1' … 'fig4', or 'all') for `dataset` at `scale`, teachers first."

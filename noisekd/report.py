@@ -552,7 +552,11 @@ def write_report(runs_dir, # the runs folder to collect records from
                  log=warn, # where left-out files are named
                 ) -> dict:
     "Collect, summarize and compare every run under `runs_dir`; write tables, figures, report.md and report.html to `out`."
-    matplotlib.use('Agg')
+    backend = matplotlib.get_backend(); plt.switch_backend('Agg')    # figures to files only; the caller's backend (a notebook's inline one) comes back
+    try: return _write_report(runs_dir, out, strict, log)
+    finally: plt.switch_backend(backend)
+
+def _write_report(runs_dir, out, strict, log) -> dict:
     runs_dir = Path(runs_dir); out = Path(out or runs_dir/'report')
     rec = collect(runs_dir, strict, log); summ = summarize(rec); left = rec.attrs.get('left_out', {})
     (out/'tables').mkdir(parents=True, exist_ok=True); (out/'figures').mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""How big every run of a sweep is, by name (`full`, `small`, `demo`, `cpu`, `tiny`), and the paper's tables by name: no torch, so that the command line's help can list them.
+"""How big every run of a sweep is, by name (`full`, `small`, `demo`, `cpu`, `cpu-paired`, `tiny`), and the paper's tables by name: no torch, so that the command line's help can list them.
 
 Docs: https://noisekd.github.io/noisekd/scales.html.md"""
 
@@ -73,7 +73,7 @@ SCALES = {
 }
 
 def get_scale(scale) -> Scale:
-    "A `Scale` by name (full, small, demo, tiny; `NAME@TEACHER,STUDENT` with another pair), or the `Scale` given."
+    "A `Scale` by name (full, small, demo, cpu, cpu-paired, tiny; `NAME@TEACHER,STUDENT` with another pair), or the `Scale` given."
     if isinstance(scale, Scale): return scale
     if isinstance(scale, str) and '@' in scale:
         base, _, pair = scale.partition('@'); t, sep, s = pair.partition(',')

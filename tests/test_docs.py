@@ -30,7 +30,7 @@ def test_index_has_a_ten_line_fickle_teacher_example():
     assert len(ft) == 1
     code = ft[0]; ast.parse(code)
     assert len([l for l in code.splitlines() if l.strip()]) <= 11
-    for s in ('from noisekd.all import *', 'Learner(', 'Distill(teacher, fickle=True)', 'in_test()', '.fit('):
+    for s in ('from noisekd.all import *', 'Learner(', 'Distill(teacher, fickle=True)', 'in_test()', '.fit_one_cycle('):
         assert s in code, s
 
 def test_sidebar_follows_the_story():

@@ -84,7 +84,18 @@ def test_bad_input_is_refused(case, tmp_path, fake_data):
     TALLY['cases tried'] += 1
     with pytest.raises(NoisekdError) as e: call(tmp_path, fake_data)
     assert expect in str(e.value), f'{cid}: {e.value}'
+    shown = _documented().get(cid)       # the reliability chapter shows this message's start as it is
+    if shown is not None:
+        start = shown.split('…')[0].rstrip().rstrip('.')
+        assert str(e.value).startswith(start), f"nbs/12_reliability.ipynb shows for {cid}: {shown!r}\nbut the message is: {e.value}"
     TALLY['rejected cleanly'] += 1
+
+def _documented() -> dict:
+    "{case: message shown} from the reliability chapter's table of refused inputs."
+    import json, re
+    nb = json.loads((ROOT/'nbs'/'12_reliability.ipynb').read_text())
+    text = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r'^\| `([\w-]+)` \|[^|]*\| (.*) \|$', text, re.M)}
 
 CLI_CASES = [
     ('cli-table', ['reproduce', 'tabel1'], "Unknown table 'tabel1'. Did you mean 'table1'"),

@@ -24,9 +24,18 @@ configuration that does not match the notebooks (sidebar, math, the index's two 
 is missing). Every notebook: about 11 minutes on two busy cores (8 minutes of CPU); the index and
 callbacks pages alone: about 2 minutes.
 
-    python tools/docs_check.py                      # every notebook
+The site shows every example at the size its text states (`--full`: `IN_TEST` unset, as a reader runs
+it); without `--full` the examples shrink to seconds as under `nbdev-test`, for a quick check of the
+pages. Every executed notebook is stamped with the size it ran at (`metadata.noisekd_docs`), and
+`--check-site` fails on a page built at test size, so that such a page is never published.
+
+    python tools/docs_check.py                      # every notebook, at test size (a quick check)
     python tools/docs_check.py index 04_callbacks   # some notebooks (stems of nbs/*.ipynb)
-    python tools/docs_check.py --execute-only       # only step 1: then `nbdev-docs --path _docs_check/nbs`
+    python tools/docs_check.py --full               # every notebook as the site shows it (see the README for its time)
+    python tools/docs_check.py --execute-only --full   # the deploy workflow: step 1 at full size into _docs_check/nbs,
+    python tools/docs_check.py --check-site            #   refuse a page built at test size,
+    nbdev-docs --path _docs_check/nbs                  #   build the site with Quarto
+    python tools/docs_check.py --reuse --screenshots all   # steps 2-4 on what was run, a screenshot of every page
 """
 from __future__ import annotations
 import argparse, json, os, re, shutil, subprocess, sys, tempfile, time, html as _html
@@ -113,6 +122,8 @@ def config_problems() -> tuple[list[str], list[str]]:
     if not idx.is_file(): probs.append("nbs/index.ipynb (the home page) is missing.")
     else:
         src = '\n'.join(''.join(c['source']) for c in json.loads(idx.read_text())['cells'])
+        if unmapped := [n for n in nbs if n != 'index' and f'({n}.ipynb)' not in src]:
+            probs.append(f"nbs/index.ipynb's map of the chapters does not link {', '.join(u + '.ipynb' for u in unmapped)}.")
         for name in ('main-command', 'test-command'):
             cmd = readme_block(name)
             if cmd is None: probs.append(f"README.md has no {name} block.")
@@ -239,13 +250,14 @@ def trim_outputs(nb:dict, max_lines:int=40, max_bytes:int=200_000) -> dict:
 def execute(names, out_nbs:Path, jobs:int=2, timeout:int=600, full:bool=False) -> dict:
     "Run each notebook as nbdev-test does, outputs kept, into `out_nbs`; {name: (ok, seconds, error)}."
     out_nbs.mkdir(parents=True, exist_ok=True)
-    for f in SITE_FILES:
-        if (NBS/f).exists(): shutil.copy2(NBS/f, out_nbs/f)
+    for f in NBS.iterdir():     # the site's configuration and the data files chapters read (refused_cli.csv, ...)
+        if f.is_file() and f.suffix != '.ipynb' and not f.name.startswith('.'): shutil.copy2(f, out_nbs/f.name)
     def one(name):
         dst = out_nbs/f'{name}.ipynb'
         shutil.copy2(NBS/f'{name}.ipynb', dst)
         t0 = time.time()
         env = dict(os.environ, IN_TEST='1', PYTHONWARNINGS='ignore', MPLBACKEND='Agg')
+        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // max(1, jobs))))   # `jobs` notebooks share the cores: no oversubscription
         if full: env.pop('IN_TEST'); env['NOISEKD_DOCS_FULL'] = '1'
         r = subprocess.run([sys.executable, '-c', _EXEC, str(dst), str(timeout)], cwd=out_nbs, env=env,
                            capture_output=True, text=True)
@@ -509,8 +521,12 @@ def main(argv=None) -> int:
     ap.add_argument('--check-site', metavar='DIR', help="only check that every chapter in DIR (default: OUT/nbs) was built at full "
                     "size, as the site must be; exit status 1 if one was built at test size (what the deploy workflow runs before nbdev-docs)",
                     nargs='?', const='')
+    ap.add_argument('--reuse', action='store_true', help="skip step 1: process and render the notebooks already run into OUT/nbs "
+                    "(e.g. by --execute-only --full)")
     ap.add_argument('--timeout', type=int, default=600, help='seconds a cell may run (default: 600)')
     ap.add_argument('--no-screenshots', action='store_true', help='skip the screenshots (the browser check still runs)')
+    ap.add_argument('--screenshots', nargs='+', default=SCREENSHOT_PAGES, metavar='PAGE',
+                    help=f"notebooks whose pages are photographed (default: {' '.join(SCREENSHOT_PAGES)}; all: every page checked)")
     a = ap.parse_args(argv)
     t0 = time.time()
     out = Path(a.out).resolve(); out.mkdir(parents=True, exist_ok=True)
@@ -539,8 +555,12 @@ def main(argv=None) -> int:
     for w in nwarns: log(f"  warning {w}")
     failures += nprobs
 
-    log(f"1. Running {len(names)} notebook(s) as nbdev-test does, outputs kept ({'full size' if a.full else 'IN_TEST=1'}) …")
-    ex = execute(names, out/'nbs', a.jobs, a.timeout, a.full)
+    if a.reuse:
+        ex = {n: ((out/'nbs'/f'{n}.ipynb').exists(), 0., f"not run yet into {out/'nbs'}") for n in names}
+        log(f"1. Reusing the notebooks run into {out/'nbs'}: " + ', '.join(f"{n} ({built_size(out/'nbs'/f'{n}.ipynb')})" for n in names))
+    else:
+        log(f"1. Running {len(names)} notebook(s) as nbdev-test does, outputs kept ({'full size' if a.full else 'IN_TEST=1'}) …")
+        ex = execute(names, out/'nbs', a.jobs, a.timeout, a.full)
     failures += [f"{n}.ipynb does not run:\n{e}" for n, (ok, _, e) in ex.items() if not ok]
     if a.full: failures += site_problems(out/'nbs', [n for n in names if ex[n][0]])
     log(f"   {sum(t for _, t, _ in ex.values()):.0f} s of notebook time ({a.jobs} at once)")
@@ -568,7 +588,7 @@ def main(argv=None) -> int:
         p = probe(html_dir/pages[n]); st.update(math_rendered=p.get('math'), height=p.get('height'))
         if not p['ok']: failures.append(f"{pages[n]}: {p['error']}"); continue
         if p['math_errors']: failures.append(f"{pages[n]}: {p['math_errors']} formula(s) MathJax cannot typeset: {p['bad_tex'][:400]}")
-        if n in SCREENSHOT_PAGES and not a.no_screenshots:
+        if (n in a.screenshots or 'all' in a.screenshots) and not a.no_screenshots:
             shots += screenshot(html_dir/pages[n], out/'screenshots'/f'{n}.png', p['height'])
 
     log("\nWhat each page shows (formulas in its prose, show_doc entries, figures, visible code cells, words of prose):")
