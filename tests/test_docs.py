@@ -13,7 +13,7 @@ def test_site_configuration():
     assert not probs, '\n'.join(probs)
 
 def test_markdown_cells_are_prose():
-    "No chapter's markdown is written as Python comments (each line would render as a heading)."
+    "No chapter's markdown is written as Python comments (each line would render as a heading), and no cell mixes imports with code (nbdev-docs runs it alone)."
     probs, _ = dc.notebook_problems()
     assert not probs, '\n'.join(probs)
 
