@@ -65,27 +65,24 @@ def _yaml(path):
     import yaml
     return yaml.safe_load(Path(path).read_text())
 
-def sidebar_pages(sidebar=None) -> list[str]:
-    "The notebook pages listed in sidebar.yml, in order (external links left out)."
-    sb = sidebar or _yaml(NBS/'sidebar.yml')
-    out = []
+def sidebar_entries(sidebar=None):
+    "Every entry of sidebar.yml that is not a section (a notebook's path, or a link's dict), in order."
     def walk(items):
         for it in items:
-            if isinstance(it, str): out.append(it)
-            elif isinstance(it, dict) and 'contents' in it: walk(it['contents'])
-            elif isinstance(it, dict) and 'href' in it and not re.match(r'https?://', it['href']): out.append(it['href'])
-    walk(sb['website']['sidebar']['contents'])
+            if isinstance(it, dict) and 'contents' in it: yield from walk(it['contents'])
+            else: yield it
+    yield from walk((sidebar or _yaml(NBS/'sidebar.yml'))['website']['sidebar']['contents'])
+
+def sidebar_pages(sidebar=None) -> list[str]:
+    "The notebook pages listed in sidebar.yml, in order (external links left out)."
+    out = [it if isinstance(it, str) else it['href'] for it in sidebar_entries(sidebar)
+           if isinstance(it, str) or (isinstance(it, dict) and 'href' in it and not re.match(r'https?://', it['href']))]
     return [re.sub(r'\.ipynb$', '', p) for p in out]
 
 def named_by_file(sidebar=None) -> list[str]:
     "Sidebar links whose text is a file name (a reader sees `teacher.ipynb`, not what the page is)."
-    sb, out = sidebar or _yaml(NBS/'sidebar.yml'), []
-    def walk(items):
-        for it in items:
-            if isinstance(it, dict) and 'contents' in it: walk(it['contents'])
-            elif isinstance(it, dict) and re.fullmatch(r'[\w./-]+\.(ipynb|qmd|md|html)', str(it.get('text', ''))): out.append(it['text'])
-    walk(sb['website']['sidebar']['contents'])
-    return out
+    return [it['text'] for it in sidebar_entries(sidebar)
+            if isinstance(it, dict) and re.fullmatch(r'[\w./-]+\.(ipynb|qmd|md|html)', str(it.get('text', '')))]
 
 def readme_block(name:str, text:str=None) -> str:
     text = text if text is not None else (ROOT/'README.md').read_text()
