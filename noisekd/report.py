@@ -7,6 +7,7 @@ Docs: https://noisekd.github.io/noisekd/report.html.md"""
 # %% ../nbs/09_report.ipynb #695c7e5c
 from __future__ import annotations
 import math, html, json
+from functools import partial
 import zipfile
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -19,10 +20,11 @@ from .scales import get_scale
 from .evaluate import RECORD_COLS
 
 # %% auto #0
-__all__ = ['KEYS', 'ALPHA', 'POWER', 'REPDISTILLER_CIFAR100', 'REPDISTILLER_NOTE', 'collect', 'summarize', 'paper_results',
-           'compare', 'welch', 'paired', 'arm_test', 'paired_mdd', 'seeds_needed', 'verdict', 'confounded',
-           'binomial_se', 'claim_points', 'claims', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep', 'fig_corruptions',
-           'fig_label_noise', 'reference_table', 'md_table', 'detectable', 'write_report']
+__all__ = ['KEYS', 'ALPHA', 'POWER', 'REPDISTILLER_CIFAR100', 'REPDISTILLER_NOTE', 'SANITY_METHODS', 'collect', 'summarize',
+           'paper_results', 'compare', 'welch', 'paired', 'arm_test', 'paired_mdd', 'seeds_needed', 'verdict',
+           'confounded', 'binomial_se', 'claim_points', 'claims', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep',
+           'fig_corruptions', 'fig_label_noise', 'reference_table', 'sanity_points', 'md_table', 'detectable',
+           'write_report']
 
 # %% ../nbs/09_report.ipynb #6c0a344a
 KEYS = ['dataset', 'scale', 'kind', 'method', 'p', 'sigma', 'rate', 'label_noise', 'metric', 'corruption']
@@ -307,6 +309,26 @@ def _evidence(r) -> str:
         e += f", teachers {r['teacher_a']:.2f} vs {r['teacher_b']:.2f}" + (' (confounded)' if r['confounded'] else '')
     return e
 
+def _compare(rows, s, D, paired, text, source, tables, pairs):
+    "Append one row per pair (point label, arm a, arm b) to `rows`, the claim being that a is above b; an arm is a `_stat` query or a constant (value, 0, inf)."
+    P = paper_results(); Dp = D if D in set(P.dataset) else 'cifar10'; P = P[P.dataset == Dp]
+    n0 = len(rows)
+    for lbl, a, b in pairs:
+        sa, sb = (x if isinstance(x, tuple) else _stat(s, D, **x) for x in (a, b))
+        if sa is None or sb is None: continue
+        w = arm_test(sa, sb) if paired else welch(sa, sb)
+        pa, pb = (np.nan if isinstance(x, tuple) else _paper_value(P, tables, **x) for x in (a, b))
+        if isinstance(a, tuple): pa = a[0]
+        ta, tb = (None if isinstance(x, tuple) else _teacher(s, D, **x) for x in (a, b))
+        se_a, se_b = (binomial_se(x[0], x[4]) if len(x) > 4 else np.nan for x in (sa, sb))
+        rows.append(dict(claim=text, source=source, point=lbl, mean_a=sa[0], sd_a=sa[1], mean_b=sb[0], sd_b=sb[1], **w,
+                         binom_se_a=se_a, binom_se_b=se_b, images_a=sa[4] if len(sa) > 4 else np.nan, images_b=sb[4] if len(sb) > 4 else np.nan,
+                         verdict=verdict(w), paper_delta=pa - pb, teacher_a=ta[0] if ta else np.nan,
+                         teacher_b=tb[0] if tb else np.nan, confounded=confounded(ta, tb)))
+    if len(rows) == n0: rows.append(dict(claim=text, source=source, point='', verdict='not measured', confounded=None))   # a folder of teachers only has no comparison
+
+def _A(m, metric='clean_acc', **k): return dict(method=m, metric=metric, **k)
+
 def claim_points(summary:pd.DataFrame, # from `summarize`
                  dataset:str, # the dataset the runs trained on
                  paired:bool=True, # pair arms run with the same seeds (False: Welch's test everywhere, as records made before the random streams were read)
@@ -314,23 +336,8 @@ def claim_points(summary:pd.DataFrame, # from `summarize`
     "Every comparison behind the paper's claims for `dataset`: the two arms, the test (paired on the same seeds, else Welch), the verdict, the paper's Δ and the teachers."
     s, D, P, rows = summary, dataset, paper_results(), []
     Dp = D if D in set(P.dataset) else 'cifar10'
-    A = lambda m, metric='clean_acc', **k: dict(method=m, metric=metric, **k)
-    def claim(text, source, tables, pairs):
-        "Pairs (point label, arm a, arm b): the paper says a is above b."
-        n0 = len(rows)
-        for lbl, a, b in pairs:
-            sa, sb = (x if isinstance(x, tuple) else _stat(s, D, **x) for x in (a, b))
-            if sa is None or sb is None: continue
-            w = arm_test(sa, sb) if paired else welch(sa, sb)
-            pa, pb = (np.nan if isinstance(x, tuple) else _paper_value(P[P.dataset == Dp], tables, **x) for x in (a, b))
-            if isinstance(a, tuple): pa = a[0]
-            ta, tb = (None if isinstance(x, tuple) else _teacher(s, D, **x) for x in (a, b))
-            se_a, se_b = (binomial_se(x[0], x[4]) if len(x) > 4 else np.nan for x in (sa, sb))
-            rows.append(dict(claim=text, source=source, point=lbl, mean_a=sa[0], sd_a=sa[1], mean_b=sb[0], sd_b=sb[1], **w,
-                             binom_se_a=se_a, binom_se_b=se_b, images_a=sa[4] if len(sa) > 4 else np.nan, images_b=sb[4] if len(sb) > 4 else np.nan,
-                             verdict=verdict(w), paper_delta=pa - pb, teacher_a=ta[0] if ta else np.nan,
-                             teacher_b=tb[0] if tb else np.nan, confounded=confounded(ta, tb)))
-        if len(rows) == n0: rows.append(dict(claim=text, source=source, point='', verdict='not measured', confounded=None))   # a folder of teachers only has no comparison
+    A = _A
+    claim = partial(_compare, rows, s, D, paired)
     ps = sorted(s.loc[(s.dataset == D) & (s.method == 'ft'), 'p'].dropna().unique())
     sig = lambda m: sorted(s.loc[(s.dataset == D) & (s.method == m), 'sigma'].dropna().unique())
     sigmas = [x for x in sig('sr') if x in sig('ga')]
@@ -496,6 +503,20 @@ def reference_table(summary:pd.DataFrame, # from `summarize`
         rows.append(dict(row=_REPDISTILLER_ROWS[m], measured=_pm(mean, std), seeds=n, RepDistiller=f'{v:.2f}'))
     return pd.DataFrame(rows)
 
+# %% ../nbs/09_report.ipynb #fc886dde
+SANITY_METHODS = ('hinton', 'at', 'sp', 'rkd-d', 'rkd-a', 'rkd-da', 'at+h', 'sp+h', 'rkd-d+h', 'rkd-a+h', 'rkd-da+h')
+
+def sanity_points(summary:pd.DataFrame, # from `summarize`
+                  dataset:str, # the dataset the runs trained on
+                  paired:bool=True, # see `claim_points`
+                 ) -> pd.DataFrame:
+    "Each distillation method that ran (alone, or a feature method +H), from the plain teacher, against the student trained alone: `claim_points`' columns."
+    s, rows = summary, []
+    ran = [m for m in SANITY_METHODS if len(s[(s.dataset == dataset) & (s.method == m) & (s.metric == 'clean_acc')])]
+    for m in ran: _compare(rows, s, dataset, paired, f"{'Hinton KD' if m == 'hinton' else m.upper().replace('+H', ' + Hinton')} against the student trained alone",
+                           'KD literature', ['table1', 'table2'], [('', _A(m, p=0.), _A('baseline'))])
+    return pd.DataFrame(rows)
+
 # %% ../nbs/09_report.ipynb #d53834e2
 def md_table(df:pd.DataFrame, floatfmt='{:.2f}') -> str:
     "A markdown table of `df` (no extra dependency)."
@@ -517,6 +538,8 @@ _FIGS = [('fig2_pgd20_vs_sigma', fig_pgd_sigma, {}), ('table4_pgd_vs_steps', fig
          ('table5_pgd_vs_eps', fig_pgd_sweep, dict(x='eps')), ('fig3_per_corruption', fig_corruptions, {}),
          ('fig4_label_noise_test', fig_label_noise, {}), ('fig5_label_noise_cinic', fig_label_noise, dict(metric='ood_cinic_acc'))]
 
+_SANITY = ("What every KD benchmark agrees on, checked before the claims: each distillation method that ran, against the "
+           "student trained alone (about equal or above in RepDistiller's CIFAR-100 table; far below points at a method's setting).")
 _CLAIM_COLS = ['claim', 'source', 'status', 'confounded', 'evidence']
 _VERDICTS = ("A paired t-test over the seeds where both arms ran the same seeds (they share every random number but the "
              "method's), Welch's t-test otherwise, a above b: each row names its test (r: the arms' correlation over seeds). "
@@ -587,6 +610,11 @@ def _write_report(runs_dir, out, strict, log) -> dict:
         htm += ["<h3>What these runs could detect</h3>", "<ul>" + ''.join(f"<li>{html.escape(l)}</li>" for l in det) + "</ul>"]
         md += ["\n### The paper's claims\n", _VERDICTS + '\n', md_table(cl[_CLAIM_COLS]), '']
         htm += ["<h3>The paper's claims</h3>", f"<p>{html.escape(_VERDICTS)}</p>", cl[_CLAIM_COLS].to_html(index=False)]
+        sp = sanity_points(sub, ds)
+        if len(sp):
+            v = pd.DataFrame({'comparison': sp.claim, 'verdict': sp.verdict, 'evidence': [_evidence(r) for _, r in sp.iterrows()]})
+            md += ["\n### Sanity rows\n", _SANITY + '\n', md_table(v), '']
+            htm += ["<h3>Sanity rows</h3>", f"<p>{html.escape(_SANITY)}</p>", v.to_html(index=False)]
         tt = teachers(sub, ds)
         if len(tt):
             md += ["\n### Teachers\n", _TEACHERS + '\n', md_table(tt), '']
