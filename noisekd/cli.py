@@ -36,6 +36,8 @@ def _parser():
     d.add_argument('--seeds', type=int, default=2, help='seeds per configuration (default: 2)')
     d.add_argument('--executor', choices=['papermill', 'inline'], default='inline',
                    help="inline (default) runs each run's function in this process; papermill also keeps each run's executed notebook (slower)")
+    d.add_argument('--workers', type=int, default=None,
+                   help='runs in parallel, each on one core (default: one per core, at most 8, where Dask is installed; 1: one after the other in this process)')
     d.add_argument('--scale', default='demo', help=argparse.SUPPRESS)
     r = sub.add_parser('run', help='execute one parameterized experiment notebook with papermill')
     r.add_argument('notebook', help='teacher, student, evaluate, report, or a path to a notebook')

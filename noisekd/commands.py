@@ -6,7 +6,7 @@ Docs: https://noisekd.github.io/noisekd/commands.html.md"""
 
 # %% ../nbs/09b_commands.ipynb #c0dd0004
 from __future__ import annotations
-import sys, json, time, shutil, ast
+import sys, os, json, time, shutil, ast, importlib.util
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -25,8 +25,8 @@ from .cluster import check_cluster, require_dask, execute_cluster
 from .report import write_report, collect
 
 # %% auto #0
-__all__ = ['MAX_SEEDS', 'DISK_MARGIN', 'parse_value', 'run_notebook', 'reproduce', 'report', 'demo', 'option', 'model_bytes',
-           'train_bytes', 'check_disk', 'preflight', 'run_command']
+__all__ = ['MAX_SEEDS', 'DISK_MARGIN', 'parse_value', 'run_notebook', 'reproduce', 'report', 'demo_workers', 'demo', 'option',
+           'model_bytes', 'train_bytes', 'check_disk', 'preflight', 'run_command']
 
 # %% ../nbs/09b_commands.ipynb #d24435c7
 def parse_value(v:str):
@@ -85,13 +85,20 @@ def report(runs='runs', out=None, log=print, strict:bool=False) -> dict:
     return rep
 
 # %% ../nbs/09b_commands.ipynb #7af40571
-def demo(out='noisekd-demo', seeds:int=2, executor:str='inline', scale:str='demo', log=print) -> dict:
-    "Run every table at the demo scale on digits, then write the report; returns the report."
-    t0 = time.time(); out = Path(out)
-    res = reproduce('all', 'digits', seeds, scale, out/'runs', root=out/'data', executor=executor, log=log)
+def demo_workers() -> int:
+    "The demo's workers: one single-threaded worker per core (at most 8) where Dask is installed, else 1 (every run in this process)."
+    if importlib.util.find_spec('distributed') is None: return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+def demo(out='noisekd-demo', seeds:int=2, executor:str='inline', scale:str='demo', workers:int=None, log=print) -> dict:
+    "Run every table at the demo scale on digits (on `workers` local Dask workers; None: `demo_workers()`), then write the report; returns the report."
+    t0 = time.time(); out = Path(out); workers = demo_workers() if workers is None else workers
+    par = dict(cluster='local', workers=workers) if workers > 1 else {}    # tiny networks: a core each beats two threads on one
+    res = reproduce('all', 'digits', seeds, scale, out/'runs', root=out/'data', executor=executor, log=log, **par)
     rep = report(out/'runs', out/'report', log=lambda *a: None)
     log(f"\n{rep['claims'][['claim', 'status']].to_string(index=False)}\n")
-    log(f"demo finished in {time.time() - t0:.0f} s: {len(res['done'])} runs done, {len(res['skipped'])} already done, {len(res['failed'])} failed")
+    log(f"demo finished in {time.time() - t0:.0f} s: {len(res['done'])} runs done, {len(res['skipped'])} already done, {len(res['failed'])} failed"
+        + (f" ({workers} workers)" if par else ''))
     log(rep['summary'])
     if res['failed']: raise NoisekdError(f"{len(res['failed'])} run(s) failed (listed above); the report covers the others.")
     return rep
@@ -227,6 +234,10 @@ def preflight(args, log=warn):
     "Check every option of a parsed `noisekd demo`, `run`, `reproduce` or `report` before any work; a `NoisekdError` that names the option otherwise."
     if args.cmd == 'demo':
         out = check_folder(args.out, '--out')
+        if args.workers is not None:
+            with option('--workers'):
+                check(args.workers >= 1, f"give a positive number of workers, got {args.workers}.")
+                if args.workers > 1: require_dask('local')
         _check_sweep('all', 'digits', args.seeds, args.scale, out/'runs', out/'data', 'auto', runs_opt='--out', log=log)
     elif args.cmd == 'reproduce':
         args.scale = _pair_scale(args)
@@ -245,7 +256,7 @@ def preflight(args, log=warn):
 def run_command(args):
     "Do the parsed `noisekd` command `args` (demo, run, reproduce or report): every option checked first, then the work."
     preflight(args)
-    if args.cmd == 'demo': demo(args.out, args.seeds, args.executor, args.scale)
+    if args.cmd == 'demo': demo(args.out, args.seeds, args.executor, args.scale, args.workers)
     elif args.cmd == 'run':
         params = {k: parse_value(v) for k, v in args.param}
         preflight_data(notebook_needs(args.notebook, params), params.get('root'), args.download, args.mirror)

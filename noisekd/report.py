@@ -504,16 +504,16 @@ def reference_table(summary:pd.DataFrame, # from `summarize`
     return pd.DataFrame(rows)
 
 # %% ../nbs/09_report.ipynb #fc886dde
-SANITY_METHODS = ('hinton', 'at', 'sp', 'rkd-d', 'rkd-a', 'rkd-da', 'at+h', 'sp+h', 'rkd-d+h', 'rkd-a+h', 'rkd-da+h')
+SANITY_METHODS = ('at', 'sp', 'rkd-d', 'rkd-a', 'rkd-da', 'at+h', 'sp+h', 'rkd-d+h', 'rkd-a+h', 'rkd-da+h')
 
 def sanity_points(summary:pd.DataFrame, # from `summarize`
                   dataset:str, # the dataset the runs trained on
                   paired:bool=True, # see `claim_points`
                  ) -> pd.DataFrame:
-    "Each distillation method that ran (alone, or a feature method +H), from the plain teacher, against the student trained alone: `claim_points`' columns."
+    "Each feature-KD method that ran (alone, and with Hinton on top), from the plain teacher, against the student trained alone: `claim_points`' columns."
     s, rows = summary, []
     ran = [m for m in SANITY_METHODS if len(s[(s.dataset == dataset) & (s.method == m) & (s.metric == 'clean_acc')])]
-    for m in ran: _compare(rows, s, dataset, paired, f"{'Hinton KD' if m == 'hinton' else m.upper().replace('+H', ' + Hinton')} against the student trained alone",
+    for m in ran: _compare(rows, s, dataset, paired, f"{m.upper().replace('+H', ' + Hinton')} against the student trained alone",
                            'KD literature', ['table1', 'table2'], [('', _A(m, p=0.), _A('baseline'))])
     return pd.DataFrame(rows)
 
@@ -538,7 +538,7 @@ _FIGS = [('fig2_pgd20_vs_sigma', fig_pgd_sigma, {}), ('table4_pgd_vs_steps', fig
          ('table5_pgd_vs_eps', fig_pgd_sweep, dict(x='eps')), ('fig3_per_corruption', fig_corruptions, {}),
          ('fig4_label_noise_test', fig_label_noise, {}), ('fig5_label_noise_cinic', fig_label_noise, dict(metric='ood_cinic_acc'))]
 
-_SANITY = ("What every KD benchmark agrees on, checked before the claims: each distillation method that ran, against the "
+_SANITY = ("What every KD benchmark agrees on, checked before the claims: each feature-KD method that ran, alone and with Hinton on top, against the "
            "student trained alone (about equal or above in RepDistiller's CIFAR-100 table; far below points at a method's setting).")
 _CLAIM_COLS = ['claim', 'source', 'status', 'confounded', 'evidence']
 _VERDICTS = ("A paired t-test over the seeds where both arms ran the same seeds (they share every random number but the "

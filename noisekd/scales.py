@@ -53,8 +53,8 @@ SCALES = {
                    mc_rates=(0., 0.1, 0.25, 0.5), label_noises=(0., 0.1, 0.25, 0.5), pgd_n=360,
                    pgd_steps=(1, 5, 10, 20, 100), pgd_eps_255=(1, 2, 10, 25, 50, 100)),
     'demo': Scale('demo', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.05, teacher_epoch_scale=0.15, size=16, bs=64, seeds=2, teacher_seeds=1,
-                  ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05, 0.2), sigmas_attack=(0.05, 0.2),
-                  mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_restarts=2, pgd_seeds=5,
+                  ft_ps=(0.3,), ft_p_addon=0.3, feature_methods=('at',), sigmas=(0.05,), sigmas_attack=(0.05,),
+                  mc_rates=(0., 0.25), label_noises=(0., 0.25), pgd_restarts=2, pgd_seeds=5, pgd_sweep_n=120,
                   pgd_steps=(1, 5, 20, 50), pgd_eps_255=(2, 8, 25, 100)),
     # Fashion-MNIST on two CPU cores, designed to test the paper's claims (see "The CPU scale" below)
     'cpu': Scale('cpu', 'wrn_16_2', 'wrn_10_1', epoch_scale=0.04, teacher_epoch_scale=0.1, size=16, subset=5000, bs=128, seeds=3,
