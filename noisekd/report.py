@@ -153,14 +153,19 @@ def _key(df):
     for c in ('p', 'sigma', 'rate', 'label_noise'): k[c] = k[c].astype(float).round(6).fillna(-1)
     return k.astype(str).agg('|'.join, axis=1)
 
+def _paper_for(D):
+    "The paper's numbers for dataset `D` (CIFAR-10's for a dataset the paper did not use), and the dataset they are for."
+    P = paper_results(); Dp = D if D in set(P.dataset) else 'cifar10'
+    return P[P.dataset == Dp], Dp
+
 def compare(summary:pd.DataFrame, # from `summarize`
             table:str, # 'table1' … 'table5', 'fig4', 'fig5'
             dataset:str, # the dataset the runs trained on
             scale:str=None, # keep only this scale (None: all)
            ) -> pd.DataFrame:
     "One paper table: measured mean ± std over seeds beside the paper's number and the difference."
-    paper = paper_results(); ref = dataset if dataset in paper.dataset.unique() else 'cifar10'
-    pt = paper[(paper.table == table) & (paper.dataset == ref)].copy()
+    paper, ref = _paper_for(dataset)
+    pt = paper[paper.table == table].copy()
     s = summary[(summary.dataset == dataset) & (summary.corruption.astype(object).fillna('') == '')]
     if scale is not None: s = s[s.scale == scale]
     s = s.assign(_k=_key(s)); pt = pt.assign(_k=_key(pt)).drop_duplicates('_k')   # Table 1 repeats the teacher on every row
@@ -309,9 +314,8 @@ def _evidence(r) -> str:
         e += f", teachers {r['teacher_a']:.2f} vs {r['teacher_b']:.2f}" + (' (confounded)' if r['confounded'] else '')
     return e
 
-def _compare(rows, s, D, paired, text, source, tables, pairs):
-    "Append one row per pair (point label, arm a, arm b) to `rows`, the claim being that a is above b; an arm is a `_stat` query or a constant (value, 0, inf)."
-    P = paper_results(); Dp = D if D in set(P.dataset) else 'cifar10'; P = P[P.dataset == Dp]
+def _compare(rows, s, D, P, paired, text, source, tables, pairs):
+    "Append one row per pair (point label, arm a, arm b) to `rows`, the claim being that a is above b; an arm is a `_stat` query or a constant (value, 0, inf); `P`: `_paper_for(D)`."
     n0 = len(rows)
     for lbl, a, b in pairs:
         sa, sb = (x if isinstance(x, tuple) else _stat(s, D, **x) for x in (a, b))
@@ -334,10 +338,10 @@ def claim_points(summary:pd.DataFrame, # from `summarize`
                  paired:bool=True, # pair arms run with the same seeds (False: Welch's test everywhere, as records made before the random streams were read)
                 ) -> pd.DataFrame:
     "Every comparison behind the paper's claims for `dataset`: the two arms, the test (paired on the same seeds, else Welch), the verdict, the paper's Δ and the teachers."
-    s, D, P, rows = summary, dataset, paper_results(), []
-    Dp = D if D in set(P.dataset) else 'cifar10'
+    s, D, rows = summary, dataset, []
+    P, Dp = _paper_for(D)
     A = _A
-    claim = partial(_compare, rows, s, D, paired)
+    claim = partial(_compare, rows, s, D, P, paired)
     ps = sorted(s.loc[(s.dataset == D) & (s.method == 'ft'), 'p'].dropna().unique())
     sig = lambda m: sorted(s.loc[(s.dataset == D) & (s.method == m), 'sigma'].dropna().unique())
     sigmas = [x for x in sig('sr') if x in sig('ga')]
@@ -511,9 +515,9 @@ def sanity_points(summary:pd.DataFrame, # from `summarize`
                   paired:bool=True, # see `claim_points`
                  ) -> pd.DataFrame:
     "Each feature-KD method that ran (alone, and with Hinton on top), from the plain teacher, against the student trained alone: `claim_points`' columns."
-    s, rows = summary, []
+    s, rows, (P, _) = summary, [], _paper_for(dataset)
     ran = [m for m in SANITY_METHODS if len(s[(s.dataset == dataset) & (s.method == m) & (s.metric == 'clean_acc')])]
-    for m in ran: _compare(rows, s, dataset, paired, f"{m.upper().replace('+H', ' + Hinton')} against the student trained alone",
+    for m in ran: _compare(rows, s, dataset, P, paired, f"{m.upper().replace('+H', ' + Hinton')} against the student trained alone",
                            'KD literature', ['table1', 'table2'], [('', _A(m, p=0.), _A('baseline'))])
     return pd.DataFrame(rows)
 
