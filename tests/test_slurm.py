@@ -167,10 +167,15 @@ def test_scancel_a_worker_job_mid_run(slurm, tiny6, tmp_path, monkeypatch):
     assert len(out['lost']) == 1 and out['lost'][0]['worker'].endswith(f'(SLURM job {job})'), out['lost']
     left = [l for l in lines if f'(SLURM job {job}) left' in l]
     assert len(left) == 1, lines
-    assert out['lost'][0]['runs'] == [cut_run.name] and cut_run.name in left[0] and 'resumes from the last checkpoint' in left[0], lines
+    held, at = out['lost'][0]['runs'], lines.index(left[0])
+    # A result still on its way to the driver when the job went (the teacher's `select`, once in CI) is lost with the job: the
+    # watch names it too, and Dask computes it again, so the driver's one ✓ for it comes after the leaving.
+    done_at = lambda n: [k for k, l in enumerate(lines) if f"✓ {n} (" in l or f"= {n} (already done)" in l]
+    assert held[0] == cut_run.name and all(n in left[0] for n in held) and 'resumes from the last checkpoint' in left[0], lines
+    assert all(len(done_at(n)) == 1 and done_at(n)[0] > at for n in held[1:]), lines
     resumed = [l for l in lines if '✓' in l and cut_run.name in l]
     assert len(resumed) == 1 and 'resumed after epoch' in resumed[0] and f'(job {job})' not in resumed[0], lines
-    assert sum('✓' in l for l in lines) == len(runs)                                # every run once
+    assert sum('✓' in l or '(already done)' in l for l in lines) == len(runs)       # every run once
     assert all(_mtimes(tmp_path/'runs')[p] == m for p, m in kept.items())            # no finished run was redone
     h = _history(cut)
     assert len(h) == 6 and h[:len(seen)] == seen                                   # the cut run went on from its checkpoint
