@@ -311,7 +311,7 @@ class _Watch:
             self.since = max(self.since, t)
             keys = running + [k for k in kept if k not in self.done]     # results lost with it (not yet here) are runs to redo
             runs = [self.runs_of[k] for k in dict.fromkeys(keys) if k in self.runs_of]
-            what = '; '.join(f"{r.name} ({epochs_done(self.runs_dir/r.path)} epoch(s) checkpointed)" for r in runs)
+            what = '; '.join(r.name + ('' if r.kind == 'select' else f" ({epochs_done(self.runs_dir/r.path)} epoch(s) checkpointed)") for r in runs)
             self.lost.append(dict(worker=self._who(a), runs=[r.name for r in runs], time=t))
             self.log(f"Worker {self._who(a)} left ({len(ws)} worker(s) remain)" + (f" while holding {what}: Dask gives "
                      f"{'them' if len(runs) > 1 else 'it'} to another worker, which resumes from the last checkpoint." if runs else '.'))
