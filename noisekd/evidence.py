@@ -17,7 +17,7 @@ from .core import *
 from .report import collect
 
 # %% auto #0
-__all__ = ['load_evidence', 'save_evidence', 'pilot_curves', 'study_targets']
+__all__ = ['load_evidence', 'save_evidence', 'add_evidence', 'pilot_curves', 'study_targets']
 
 # %% ../nbs/13_evidence.ipynb #f56e3314
 def _evidence_dir() -> Path:
@@ -36,21 +36,47 @@ def _run_id(run:str, scale:str, dataset:str) -> str:
     k = str(run).rfind(f'/{scale}/{dataset}/')
     return str(run)[k + 1:] if k >= 0 else str(run)
 
+def _study_records(runs) -> pd.DataFrame:
+    rec = collect(Path(runs), strict=True)
+    rec['run'] = [_run_id(r, sc, ds) for r, sc, ds in zip(rec['run'], rec['scale'], rec['dataset'])]
+    return rec
+
 def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
                   name:str, # the record set's name: `<name>.csv` and `<name>.json`
                   folder=None, # default: `noisekd/evidence/` (to commit with the package)
                   **how, # how the runs were made: command, commit, machine, times, ... (stored as given)
                  ) -> pd.DataFrame:
     "Collect the records under `runs` (strictly: a damaged file stops it) into `name`.csv, and `how` with the software into `name`.json."
-    runs, d = Path(runs), Path(folder or _evidence_dir())
-    rec = collect(runs, strict=True)
-    rec['run'] = [_run_id(r, sc, ds) for r, sc, ds in zip(rec['run'], rec['scale'], rec['dataset'])]
+    d, rec = Path(folder or _evidence_dir()), _study_records(runs)
     how = dict(how, runs=int(rec['run'].nunique()), records=len(rec),
                software=f"Python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}")
     d.mkdir(parents=True, exist_ok=True)
     atomic_write(d/f'{name}.csv', rec.to_csv(index=False))
     atomic_write(d/f'{name}.json', json.dumps(how, indent=1) + '\n')
     return rec
+
+def add_evidence(runs, # a runs folder with more runs of the same study (another part, another machine)
+                 name:str, # the record set to extend
+                 folder=None, # default: `noisekd/evidence/`
+                 parts:list=(), # how the new runs were made (command, times, ...): appended to the set's `parts`
+                ) -> pd.DataFrame:
+    "Append to `name` the records of the runs under `runs` it does not hold; a run both hold (a teacher trained again) must agree."
+    d = Path(folder or _evidence_dir()); old, how = load_evidence(name, d)
+    rec = _study_records(runs)
+    for r in sorted(set(rec.run) & set(old.run)):   # a study run in parts trains its shared teachers again: deterministic, so equal
+        a, b = np.sort(old.value[old.run == r].to_numpy(float)), np.sort(rec.value[rec.run == r].to_numpy(float))
+        if len(a) != len(b) or not np.allclose(a, b, equal_nan=True):
+            raise NoisekdError(f"{r} is in {name} and under {runs} with different records: not the same run; nothing was written.")
+    new = rec[~rec.run.isin(set(old.run))]
+    if set(new.columns) != set(old.columns):
+        raise NoisekdError(f"The records under {runs} have other columns than {name} ({sorted(set(new.columns) ^ set(old.columns))}): "
+                           "made by another noisekd version? Nothing was written.")
+    how = dict(how, parts=list(how.get('parts', [])) + list(parts), runs=int(pd.concat([old.run, new.run]).nunique()),
+               records=len(old) + len(new))
+    f = d/f'{name}.csv'    # the set's lines stay as they are: the new records are appended in its own column order
+    atomic_write(f, f.read_text() + (new[list(old.columns)].to_csv(index=False, header=False) if len(new) else ''))
+    atomic_write(f.with_suffix('.json'), json.dumps(how, indent=1) + '\n')
+    return new
 
 # %% ../nbs/13_evidence.ipynb #5e1f0a03
 def pilot_curves(pilot:pd.DataFrame, # the pilot's records (`load_evidence('pilot-fashion-mnist')[0]`)
