@@ -55,22 +55,31 @@ def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
     atomic_write(d/f'{name}.json', json.dumps(how, indent=1) + '\n')
     return rec
 
+_KEY = ['run', 'eval', 'metric', 'eval_set', 'steps', 'eps_255', 'corruption']   # what a record measures; `value` is what it found
+
+def _keys(df) -> pd.Series:
+    f = lambda v: '' if pd.isna(v) else f"{float(v):g}" if isinstance(v, (int, float, np.number)) else str(v)
+    return df[[k for k in _KEY if k in df.columns]].map(f).agg('|'.join, axis=1)
+
 def add_evidence(runs, # a runs folder with more runs of the same study (another part, another machine)
                  name:str, # the record set to extend
                  folder=None, # default: `noisekd/evidence/`
                  parts:list=(), # how the new runs were made (command, times, ...): appended to the set's `parts`
+                 atol:float=0., # the largest difference (points) allowed where both hold a record
                 ) -> pd.DataFrame:
-    "Append to `name` the records of the runs under `runs` it does not hold; a run both hold (a teacher trained again) must agree."
+    "Append to `name` the records under `runs` it does not hold; where both hold one (a teacher trained again), they must agree."
     d = Path(folder or _evidence_dir()); old, how = load_evidence(name, d)
     rec = _study_records(runs)
-    for r in sorted(set(rec.run) & set(old.run)):   # a study run in parts trains its shared teachers again: deterministic, so equal
-        a, b = np.sort(old.value[old.run == r].to_numpy(float)), np.sort(rec.value[rec.run == r].to_numpy(float))
-        if len(a) != len(b) or not np.allclose(a, b, equal_nan=True):
-            raise NoisekdError(f"{r} is in {name} and under {runs} with different records: not the same run; nothing was written.")
-    new = rec[~rec.run.isin(set(old.run))]
-    if set(new.columns) != set(old.columns):
-        raise NoisekdError(f"The records under {runs} have other columns than {name} ({sorted(set(new.columns) ^ set(old.columns))}): "
+    if set(rec.columns) != set(old.columns):
+        raise NoisekdError(f"The records under {runs} have other columns than {name} ({sorted(set(rec.columns) ^ set(old.columns))}): "
                            "made by another noisekd version? Nothing was written.")
+    ko, kr = _keys(old), _keys(rec)
+    both = pd.merge(pd.DataFrame(dict(k=ko, a=old.value)), pd.DataFrame(dict(k=kr, b=rec.value)), on='k')
+    bad = both[~np.isclose(both.a.astype(float), both.b.astype(float), rtol=0, atol=atol, equal_nan=True)]
+    if len(bad):   # a study run in parts trains its shared runs again: deterministic, so equal (or within atol)
+        raise NoisekdError(f"{len(bad)} record(s) in {name} and under {runs} differ by more than {atol}, e.g. {bad.k.iloc[0]}: "
+                           f"{bad.a.iloc[0]} against {bad.b.iloc[0]}; nothing was written.")
+    new = rec[~kr.isin(set(ko))]      # part A's records stay as they were; a run both hold may gain new measurements
     how = dict(how, parts=list(how.get('parts', [])) + list(parts), runs=int(pd.concat([old.run, new.run]).nunique()),
                records=len(old) + len(new))
     f = d/f'{name}.csv'    # the set's lines stay as they are: the new records are appended in its own column order

@@ -186,14 +186,15 @@ def eval_sizes(S:Scale) -> dict:
                 sweep_n=S.pgd_sweep_n, restarts=S.pgd_restarts, steps=steps, eps_255=S.pgd_eps_255)
 
 def _run_evals(out:Path, model, dataset, evals, S:Scale, root, progress) -> pd.DataFrame:
-    "Run each evaluation not yet cached in `out/evals`; return all of them (seed 0 for every model: the same subsets, corruptions and PGD starts)."
-    frames = []
+    "Run each evaluation not yet cached in `out/evals` (seed 0 for every model: the same subsets, corruptions and PGD starts); return every cached one."
     for e in evals:
         f = out/EVAL_DIR/f'{e}.csv'
         if not f.is_file():
             df = evaluate(model, dataset, [e], root=root, seed=0, progress=progress, **eval_sizes(S))
             atomic_write(f, df.to_csv(index=False))
-        frames.append(pd.read_csv(f))
+    # A run another table asks for other evaluations keeps the ones it had: records.csv holds them all.
+    have = sorted(f.stem for f in (out/EVAL_DIR).glob('*.csv')) if (out/EVAL_DIR).is_dir() else []
+    frames = [pd.read_csv(out/EVAL_DIR/f'{e}.csv') for e in list(evals) + [e for e in have if e not in evals]]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 def _finish(out:Path, info:dict, train_rec:dict, evals:pd.DataFrame) -> pd.DataFrame:
