@@ -15,6 +15,7 @@ import torch, fastai
 import noisekd
 from .core import *
 from .report import collect
+from .evaluate import RECORD_COLS
 
 # %% auto #0
 __all__ = ['load_evidence', 'save_evidence', 'add_evidence', 'pilot_curves', 'study_targets']
@@ -55,11 +56,11 @@ def save_evidence(runs, # the folder `noisekd reproduce --runs` wrote
     atomic_write(d/f'{name}.json', json.dumps(how, indent=1) + '\n')
     return rec
 
-_KEY = ['run', 'eval', 'metric', 'eval_set', 'steps', 'eps_255', 'corruption']   # what a record measures; `value` is what it found
+_KEY = ['run'] + [c for c in RECORD_COLS if c not in ('value', 'n')]   # what a record measures; `value` is what it found
 
 def _keys(df) -> pd.Series:
     f = lambda v: '' if pd.isna(v) else f"{float(v):g}" if isinstance(v, (int, float, np.number)) else str(v)
-    return df[[k for k in _KEY if k in df.columns]].map(f).agg('|'.join, axis=1)
+    return df[[k for k in _KEY if k in df.columns]].apply(lambda c: c.map(f)).agg('|'.join, axis=1)   # DataFrame.map needs pandas 2.1
 
 def add_evidence(runs, # a runs folder with more runs of the same study (another part, another machine)
                  name:str, # the record set to extend
