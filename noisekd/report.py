@@ -321,7 +321,7 @@ def _arm(s, D, x):
     return (r[0], 0., math.inf, None, r[4]) if fixed and r is not None else r
 
 def _compare(rows, s, D, P, paired, text, source, tables, pairs):
-    "Append one row per pair (point label, arm a, arm b) to `rows`, the claim being that a is above b; an arm is a `_stat` query or a constant (value, 0, inf); `P`: `_paper_for(D)`."
+    "Append one row per pair (point label, arm a, arm b) to `rows`, the claim being that a is above b; an arm is a `_stat` query, a constant (value, 0, inf) or a fixed model (see `_arm`); `P`: `_paper_for(D)`."
     n0 = len(rows)
     for lbl, a, b in pairs:
         sa, sb = (_arm(s, D, x) for x in (a, b))
