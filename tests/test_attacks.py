@@ -3,6 +3,8 @@ import pytest, torch, torch.nn as nn, torch.nn.functional as F
 from noisekd.attacks import PGD, robust_accuracy, pgd_steps_sweep, pgd_eps_sweep, pgd_sweep, TABLE4_STEPS, TABLE5_EPS_255
 from noisekd.core import NoisekdError
 
+pytestmark = pytest.mark.trains   # asserts outcomes of training: tools/cpu_matrix.sh runs it under other CPUs
+
 torchattacks = pytest.importorskip('torchattacks')
 
 

@@ -11,6 +11,8 @@ from noisekd.callbacks import Distill, Autocast, is_channels_last
 from noisekd.train import FastPath, make_learner, StepLR, lr_at, BF16_ENV
 from noisekd.bench import bench, bench_main, plain_loader, plain_train_epoch, plain_accuracy
 
+pytestmark = pytest.mark.trains   # asserts outcomes of training: tools/cpu_matrix.sh runs it under other CPUs
+
 SEEDS, SIZE, EPOCHS, BS, LR, MILESTONES = (0, 1, 2), 16, 5, 32, 0.05, (3, 4)   # 16×16 digits, a WRN-10-1, 5 epochs
 
 @pytest.fixture(autouse=True)

@@ -80,6 +80,7 @@ def _sweep(runs, data, kill_when=None):
     assert p.poll() is None, 'the sweep ended before it could be killed'
     p.send_signal(signal.SIGKILL); p.wait()
 
+@pytest.mark.trains
 def test_reproduce_killed_mid_sweep_resumes(tmp_path):
     "SIGKILL a sweep while a student trains; the rerun redoes no finished run, resumes the cut one and ends as an uninterrupted sweep."
     ref, runs, data = tmp_path/'ref', tmp_path/'runs', tmp_path/'data'

@@ -4,6 +4,8 @@ Batches of 32: with p = 0.3 dropout and batches of 128 (110 steps) the teacher s
 import pytest
 from noisekd.train import train_teacher, train_student, load_model
 
+pytestmark = pytest.mark.trains   # asserts outcomes of training: tools/cpu_matrix.sh runs it under other CPUs
+
 @pytest.fixture(scope='module')
 def teacher(tmp_path_factory):
     out = tmp_path_factory.mktemp('teacher')

@@ -2,8 +2,10 @@
 uninterrupted run's (seeded, CPU)."""
 import os, sys, json, time, random, signal, subprocess
 from pathlib import Path
-import torch
+import pytest, torch
 from conftest import ROOT, TALLY
+
+pytestmark = pytest.mark.trains   # a resumed run equals an uninterrupted one: tools/cpu_matrix.sh runs it under other CPUs
 
 SCRIPT = """
 import sys

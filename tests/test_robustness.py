@@ -23,7 +23,6 @@ def test_generate_round_trip(tmp_path, size, capsys):
     root = write_corrupted_set(data, tmp_path/'c', seed=3, progress=False)
     took = time.time() - t
     with capsys.disabled(): print(f'\n  generated {n} images {size}x{size} x 19 corruptions x 5 severities in {took:.1f}s')
-    assert took < 60, f'generation took {took:.1f}s'
     assert sorted(p.stem for p in root.glob('*.npy')) == sorted(GENERATED_CORRUPTIONS + ['labels'])
     assert np.load(root/'labels.npy').tolist() == np.tile(data.y.numpy(), 5).tolist()
     x_nhwc = data.x.permute(0, 2, 3, 1).numpy()
