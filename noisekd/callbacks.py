@@ -112,8 +112,11 @@ class Distill(Callback):
         elif amp is not None: self.amp = lambda: torch.autocast('cuda', dtype=torch.bfloat16 if amp.amp_mode == AMPMode.BF16 else torch.float16)
         else: self.amp = nullcontext
         if is_channels_last(model): self.teacher.to(memory_format=torch.channels_last)
-        if self.feat is None and auto_switch(getattr(fast, 'compile', False), dev) and getattr(self.teacher, '_compiled_call_impl', None) is None:
-            self.teacher.compile()   # not with feature taps: a compiled graph keeps the hooks it was traced with
+        if (self.feat is None and not self.fickle and auto_switch(getattr(fast, 'compile', False), dev)
+                and getattr(self.teacher, '_compiled_call_impl', None) is None):
+            # not with feature taps (a compiled graph keeps the hooks it was traced with), nor a Fickle Teacher: its masks
+            # draw from the run's dropout stream, a generator torch.compile cannot trace (a graph break at every dropout)
+            self.teacher.compile(backend=getattr(fast, 'backend', 'inductor'))
         if self.feat is not None:   # taps resolved and their shapes checked on two images, before the first batch
             self.t_paths, self.s_paths = resolve_taps(self.feat, self.teacher, model, *self.taps)
             check_taps(self.feat, self.teacher, model, self.t_paths, self.s_paths, probe_images(getattr(self.learn, 'dls', None), dev))

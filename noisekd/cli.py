@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 COMMANDS = {'demo': 'noisekd.commands', 'run': 'noisekd.commands', 'reproduce': 'noisekd.commands', 'report': 'noisekd.commands',
-            'data': 'noisekd.download', 'bench': 'noisekd.bench'}   # the module that does each sub-command
+            'data': 'noisekd.download', 'bench': 'noisekd.bench', 'check': 'noisekd.check'}   # the module that does each sub-command
 
 def command_module(cmd:str):
     "The module that does sub-command `cmd`, imported when the command runs (so that `noisekd --help` loads no torch)."
@@ -69,6 +69,9 @@ def _parser():
     o.add_argument('--runs', default='runs'); o.add_argument('--out', default=None, help='default: RUNS/report')
     o.add_argument('--strict', action='store_true', help='a damaged file under RUNS is an error (default: it is named and its run left out)')
     bench_parser(sub.add_parser('bench', help=BENCH_HELP))
+    c = sub.add_parser('check', help='a self-check for a new machine: an epoch of each method, a kill and resume, PGD, corruptions')
+    c.add_argument('--device', default='auto', help="cpu, cuda, cuda:1, … (default: auto, the GPU if there is one)")
+    c.add_argument('--out', default=None, help="keep the check's runs in this folder (default: a temporary one, removed)")
     return p
 
 def main(argv=None):
@@ -78,6 +81,7 @@ def main(argv=None):
         m = command_module(args.cmd)
         if args.cmd == 'data': sys.exit(m.data_from_args(args))
         elif args.cmd == 'bench': m.bench_from_args(args)
+        elif args.cmd == 'check': m.check_from_args(args)
         else: m.run_command(args)
     except NoisekdError as e:
         print(f"noisekd: error: {' '.join(str(e).splitlines())}", file=sys.stderr); sys.exit(2)   # one line, whatever a value held

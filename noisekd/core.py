@@ -18,9 +18,10 @@ _all_ = ['NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_
 
 # %% auto #0
 __all__ = ['STREAMS', 'set_seed', 'check_device', 'default_device', 'model_device', 'progress_if', 'get_rng_states',
-           'set_rng_states', 'stream_seed', 'RandomStreams', 'stream_of', 'atomic_torch_save', 'NoisekdError', 'warn',
-           'check', 'check_choice', 'check_range', 'check_int', 'check_folder', 'check_output_file', 'in_test',
-           'fsync_path', 'temp_file', 'remove_stale_temps', 'atomic_write', 'save_json', 'load_json']
+           'set_rng_states', 'rng_source', 'stream_seed', 'RandomStreams', 'stream_of', 'atomic_torch_save',
+           'NoisekdError', 'warn', 'check', 'check_choice', 'check_range', 'check_int', 'check_folder',
+           'check_output_file', 'in_test', 'fsync_path', 'temp_file', 'remove_stale_temps', 'atomic_write', 'save_json',
+           'load_json']
 
 # %% ../nbs/00_core.ipynb #8b231ff4
 def set_seed(seed:int):
@@ -76,14 +77,22 @@ def get_rng_states() -> dict:
     if torch.cuda.is_available(): d['cuda'] = torch.cuda.get_rng_state_all()
     return d
 
-def set_rng_states(d:dict):
-    "Restore the states saved by `get_rng_states`."
+def set_rng_states(d:dict) -> bool:
+    "Restore the states saved by `get_rng_states`; False if it holds more GPUs' states than this process sees (those stay)."
     v, state, g = d['python']
     random.setstate((v, tuple(state), g))
     torch.set_rng_state(d['torch'])
     n = d['numpy']
     np.random.set_state(('MT19937', n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
-    if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
+    cuda = d.get('cuda')
+    if cuda is None or not torch.cuda.is_available(): return True   # no GPU here: its states do not matter
+    if len(cuda) > torch.cuda.device_count(): return False           # saved where more GPUs were visible
+    torch.cuda.set_rng_state_all(cuda)
+    return True
+
+def rng_source(device) -> dict:
+    "Where a checkpoint's random states come from: the kind of device of its streams and how many GPUs the process saw."
+    return dict(kind=torch.device(device).type, gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 # %% ../nbs/00_core.ipynb #e3954e87
 STREAMS = ('init', 'augment', 'noise', 'labels', 'dropout')   # the sources of a run's randomness (batch order: the loader's own)
@@ -106,6 +115,13 @@ class RandomStreams:
     def load_state_dict(self, d:dict):
         "Restore `state_dict`'s streams (a checkpoint's), so a resumed run draws what an uninterrupted one would."
         for k, s in d.items(): self[k].set_state(s)
+    def fits(self, d:dict) -> bool:
+        "Whether saved states `d` fit this device's generators (a CUDA generator's state is 16 bytes, a CPU one's 5,056)."
+        n = torch.Generator(self.device).get_state().numel()
+        return all(s.numel() == n for s in d.values())
+    def rederive(self, tag:str):
+        "Every stream anew from (seed, name, `tag`), for a resume whose saved states came from another kind of device."
+        self._g = {k: torch.Generator(self.device).manual_seed(stream_seed(self.seed, f'{k}/{tag}')) for k in STREAMS}
     def __repr__(self): return f"RandomStreams(seed={self.seed}, device='{self.device}', drawn={sorted(self._g)})"
 
 def stream_of(learn, name:str) -> torch.Generator|None:

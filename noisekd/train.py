@@ -25,9 +25,9 @@ from .callbacks import Autocast, method_callbacks, feature_weight
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'BF16_ENV', 'NATIVE_BF16', 'CPU_FAST', 'fickle_schedule',
-           'get_schedule', 'lr_at', 'StepLR', 'history_summary', 'Checkpoint', 'sgd', 'run_complete', 'fit_run',
-           'load_model', 'cpu_bf16', 'FastPath', 'as_fast', 'DeviceSmoothLoss', 'SyncFree', 'QuickLearner',
-           'make_learner', 'train_model', 'train_teacher', 'train_student']
+           'get_schedule', 'lr_at', 'StepLR', 'history_summary', 'Checkpoint', 'run_record', 'sgd', 'run_complete',
+           'fit_run', 'load_model', 'cpu_bf16', 'cuda_bf16', 'FastPath', 'as_fast', 'DeviceSmoothLoss', 'SyncFree',
+           'QuickLearner', 'make_learner', 'train_model', 'train_teacher', 'train_student']
 
 # %% ../nbs/07_train.ipynb #856fce13
 SCHEDULES = {'standard': (200, (60, 120, 150)),
@@ -75,8 +75,10 @@ class Checkpoint(Callback):
     order, run_valid = 70, True
     def __init__(self, path, meta:dict=None, history:list=None,
                  check_every:int=None, # batches between reads of the NaN checks (None: 1 on the CPU, 50 on a GPU)
+                 notes:list=None, # resumes whose random streams were re-derived (`rng_rederived` in metrics.json)
                 ):
         self.path, self.meta, self.history, self.check_every = Path(path), meta or {}, list(history or []), check_every
+        self.notes = list(notes or [])
     def before_epoch(self): self.t0, self.tot, self.n, self.pending = time.time(), 0., 0, []
     def after_loss(self):
         if not self.training: return
@@ -102,11 +104,17 @@ class Checkpoint(Callback):
         self.history.append(dict(epoch=self.epoch, lr=self.learn.opt.hypers[-1]['lr'], train_loss=tl, valid_loss=vl,
                                  acc=100 * acc, seconds=round(time.time() - self.t0, 3)))
         dl = self.learn.dls.train
+        streams = getattr(self.learn.dls, 'streams', None)
         state = dict(model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), epoch=self.epoch,
-                     rng=get_rng_states(), dl_rng=_rng_state(dl.rng), history=json.dumps(self.history), meta=json.dumps(self.meta))
-        if getattr(self.learn.dls, 'streams', None) is not None: state['streams'] = self.learn.dls.streams.state_dict()
+                     rng=get_rng_states(), dl_rng=_rng_state(dl.rng), history=json.dumps(self.history), meta=json.dumps(self.meta),
+                     rng_source=rng_source(streams.device if streams is not None else 'cpu'), notes=json.dumps(self.notes))
+        if streams is not None: state['streams'] = streams.state_dict()
         atomic_torch_save(state, self.path/CHECKPOINT)
-        save_json(dict(meta=self.meta, **history_summary(self.history), complete=False, history=self.history), self.path/METRICS)
+        save_json(run_record(self.meta, self.history, False, self.notes), self.path/METRICS)
+
+def run_record(meta:dict, history:list, complete:bool, notes:list=None) -> dict:
+    "What `metrics.json` holds: the settings, the accuracy summary, the history and any resume's re-derived streams."
+    return dict(meta=meta, **history_summary(history), complete=complete, history=history, **({'rng_rederived': notes} if notes else {}))
 
 def _rng_state(r:random.Random): v, s, g = r.getstate(); return [v, list(s), g]
 def _set_rng_state(r:random.Random, st): r.setstate((st[0], tuple(st[1]), st[2]))
@@ -147,10 +155,11 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
                         f"Use another output folder, or delete {path/CHECKPOINT} to start afresh.")
         learn.model.load_state_dict(ck['model'])
         learn.create_opt(); learn.opt.load_state_dict(ck['opt'])
-        set_rng_states(ck['rng']); _set_rng_state(learn.dls.train.rng, ck['dl_rng'])
-        if 'streams' in ck and getattr(learn.dls, 'streams', None) is not None: learn.dls.streams.load_state_dict(ck['streams'])
-        start, history = ck['epoch'] + 1, json.loads(ck['history'])
-    cbs = [StepLR(lr, milestones, gamma), Checkpoint(path, meta, history)]
+        start, history, notes = ck['epoch'] + 1, json.loads(ck['history']), json.loads(ck.get('notes', '[]'))
+        note = _resume_rng(learn, ck, start, meta.get('seed', 0))
+        if note: warn(f"{path}: {note['why']}; {note['then']}."); notes.append(note)
+    else: notes = []
+    cbs = [StepLR(lr, milestones, gamma), Checkpoint(path, meta, history, notes=notes)]
     if start < epochs:
         learn._do_fit = partial(_fit_from, learn, start)
         try:
@@ -159,11 +168,32 @@ def fit_run(learn:Learner, path, epochs:int, milestones, lr:float=0.1, gamma:flo
                 with learn.no_bar(), learn.no_logging(): learn.fit(epochs, lr, cbs=cbs, reset_opt=start == 0)
         finally: del learn._do_fit
         history = cbs[1].history
-    rec = dict(meta=meta, **history_summary(history), complete=True, history=history)
+    rec = run_record(meta, history, True, cbs[1].notes)
     atomic_torch_save(dict(model=learn.model.state_dict(), meta=json.dumps(meta)), path/MODEL)
     save_json(rec, path/METRICS)
     (path/CHECKPOINT).unlink(missing_ok=True)
     return rec
+
+def _resume_rng(learn, ck:dict, start:int, seed:int) -> dict|None:
+    """Restore a checkpoint's random states. Where they came from another kind of device (a CUDA generator's state does not
+    fit a CPU one) or from a process that saw more GPUs, the run goes on with streams re-derived from its seed, the same for
+    every arm of that seed resumed at that epoch, rather than stop on every retry: the note says so."""
+    streams, why = getattr(learn.dls, 'streams', None), []
+    if not set_rng_states(ck['rng']):
+        torch.cuda.manual_seed_all(stream_seed(seed, f'cuda/resumed@{start}'))
+        why.append(f"its GPU random states come from a process that saw {len(ck['rng']['cuda'])} GPUs, this one sees "
+                   f"{torch.cuda.device_count()}")
+    _set_rng_state(learn.dls.train.rng, ck['dl_rng'])
+    if 'streams' in ck and streams is not None:
+        was, here = ck.get('rng_source'), rng_source(streams.device)
+        if streams.fits(ck['streams']) and (was is None or was['kind'] == here['kind']): streams.load_state_dict(ck['streams'])
+        else:
+            streams.rederive(f'resumed@{start}')
+            why.append(f"its saved random streams do not fit {here['kind']} generators" if was is None or was['kind'] == here['kind']
+                       else f"its random streams were saved on {was['kind']}, and this run resumes on {here['kind']}")
+    if not why: return None
+    return dict(epoch=start, why='; '.join(why), then=f"from epoch {start} on (0-based) it draws from streams re-derived from seed {seed}, "
+                "so they differ from an uninterrupted run's (arms of this seed resumed here still share them)")
 
 def _read_checkpoint(f:Path):
     "The checkpoint in `f`, or None: none there, or damaged, then moved aside (`<name>.damaged-<time>`) so the run starts over."
@@ -231,6 +261,18 @@ def cpu_bf16(flags=None, # the CPU's flags (None: read /proc/cpuinfo)
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported(): return False, f"this CPU has {', '.join(has)} but torch's oneDNN does not use it: fp32"
     return True, f"native bf16 on this CPU ({', '.join(has)})"
 
+def cuda_bf16(device) -> tuple[bool, str]:
+    "Whether GPU `device` computes bf16 natively (compute capability 8.0 or above: A100, H100, RTX 30xx on), with the reason."
+    if not torch.cuda.is_available(): return False, "no CUDA device: fp32"
+    dev = torch.device(device)
+    i = torch.cuda.current_device() if dev.index is None else dev.index
+    name, (major, minor) = torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i)
+    if torch.version.hip:   # ROCm: torch knows which AMD GPUs have bf16 units
+        with torch.cuda.device(i): native = torch.cuda.is_bf16_supported(including_emulation=False)
+    else: native = major >= 8   # is_bf16_supported() is also true where bf16 is only emulated (T4, V100: 7.x)
+    cc = f"{name}, compute capability {major}.{minor}"
+    return native, f"bf16 on this GPU ({cc})" if native else f"no native bf16 on this GPU ({cc}: bf16 would be emulated): fp32"
+
 CPU_FAST = ('bf16', 'channels_last', 'inference_teacher')   # what 'auto' turns on for a CPU with native bf16
 
 @dataclass
@@ -244,34 +286,36 @@ class FastPath:
     sync_free: bool|str = 'auto'         # no per-batch GPU->CPU syncs in the bookkeeping
     compile: bool|str = False            # torch.compile student and teacher
     why: str = field(default='', compare=False)  # the device's bf16 support, in words (set by `resolve`)
+    backend: str = field(default='inductor', compare=False)  # torch.compile's backend ('eager', 'aot_eager': no C++ build)
     @classmethod
-    def switches(cls) -> list: "The switches' names."; return [f.name for f in fields(cls) if f.name != 'why']
+    def switches(cls) -> list: "The switches' names."; return [f.name for f in fields(cls) if f.name not in ('why', 'backend')]
     def resolve(self, device) -> FastPath:
         "Every switch as a bool for `device`, and `why` 'auto' chose bf16 or not."
         dev = torch.device(device)
         d = {k: auto_switch(getattr(self, k), dev) for k in self.switches()}
         why = self.why
         if dev.type == 'cuda':
-            bf = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            bf, reason = cuda_bf16(dev)
             if self.bf16 == 'auto': d['bf16'] = bf
-            why = why or ('bf16 on this GPU' if bf else 'no bf16 on this GPU: fp32')
+            why = why or reason
         elif dev.type == 'cpu':
             native, reason = cpu_bf16()
             for k in CPU_FAST:
                 if getattr(self, k) == 'auto': d[k] = native
             why = why or reason
-        return FastPath(**d, why=why)
+        return FastPath(**d, why=why, backend=self.backend)
     @property
     def on_switches(self) -> list: "The switches that are on."; return [k for k in self.switches() if getattr(self, k) is True]
     def summary(self) -> str:
         "One line: the switches on (or fp32) and why."
-        return f"fast path: {', '.join(self.on_switches) or 'off (fp32)'}" + (f"; {self.why}" if self.why else '')
+        on = [f'compile ({self.backend})' if k == 'compile' else k for k in self.on_switches]
+        return f"fast path: {', '.join(on) or 'off (fp32)'}" + (f"; {self.why}" if self.why else '')
     @classmethod
     def off(cls) -> FastPath: "The plain path: every switch off."; return cls(**{k: False for k in cls.switches()})
     @classmethod
-    def on(cls, compile:bool=False) -> FastPath:
+    def on(cls, compile:bool=False, backend:str='inductor') -> FastPath:
         "Every switch on (`compile` only if asked), whatever the device."
-        return cls(**dict({k: True for k in cls.switches()}, compile=compile))
+        return cls(**dict({k: True for k in cls.switches()}, compile=compile), backend=backend)
 
 def as_fast(fast=None) -> FastPath:
     "A `FastPath` from `None` ('auto'), a bool (all on / all off), a dict of switches or a `FastPath`."
@@ -279,7 +323,7 @@ def as_fast(fast=None) -> FastPath:
     if isinstance(fast, FastPath): return fast
     if isinstance(fast, bool): return FastPath.on() if fast else FastPath.off()
     if isinstance(fast, dict):
-        bad = set(fast) - set(FastPath.switches())
+        bad = set(fast) - set(FastPath.switches()) - {'backend'}
         check(not bad, f"Unknown fast-path switch(es) {sorted(bad)}; known: {FastPath.switches()}.")
         return FastPath(**fast)
     raise NoisekdError(f"fast must be None, True, False, a dict of switches or a FastPath; got {fast!r}.")
@@ -339,12 +383,14 @@ def make_learner(dls, model, cbs=None, mom:float=0.9, wd:float=5e-4,
     check(x is None or conv is None or x.shape[1] == conv.in_channels,
           f"The images have {None if x is None else x.shape[1]} channel(s) but the model takes {getattr(conv, 'in_channels', None)}: "
           "build the model for the data's channels (e.g. WideResNet(in_ch=...)) or convert the images.")
-    dev = next(model.parameters()).device
+    dev = torch.device(getattr(dls, 'device', None) or next(model.parameters()).device)   # fit moves the model to the data
     fast = as_fast(fast).resolve(dev)
     if fast.channels_last: model.to(memory_format=torch.channels_last)
     cbs = list(cbs or [])
     taps = any(getattr(c, 'feat', None) is not None for c in cbs)     # feature KD reads the student through hooks
-    if fast.compile and not taps and getattr(model, '_compiled_call_impl', None) is None: model.compile()
+    if fast.compile and taps:   # a compiled graph keeps the hooks it was traced with
+        fast = replace(fast, compile=False, why=f"{fast.why}; not compiled: feature taps read the student through hooks")
+    if fast.compile and getattr(model, '_compiled_call_impl', None) is None: model.compile(backend=fast.backend)
     cbs = cbs + ([Autocast()] if fast.bf16 else []) + ([SyncFree()] if fast.sync_free else [])
     foreach = True if dev.type == 'cuda' and not fast.fused_sgd else None
     learn = QuickLearner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=sgd(mom, wd, foreach, fast.fused_sgd or None),

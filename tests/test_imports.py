@@ -20,7 +20,7 @@ FLOORS = [
     ['evaluate', 'train'],
     ['experiments', 'bench'],
     ['cluster', 'report'],
-    ['evidence', 'commands'],
+    ['evidence', 'commands', 'check'],      # what a CPU can show; the commands; `noisekd check`, every path on this machine
     ['all', 'cli'],                         # everything at once; the command line, which imports a sub-command's module when it runs
 ]
 LIGHT = ['base', 'bench_options', 'download', 'scales', 'cli']   # what `noisekd --help` and `noisekd data check` load: no torch, no fastai
@@ -140,7 +140,8 @@ def loaded(argv, cwd) -> tuple:
     return r.returncode, r.stdout, mods
 
 @pytest.mark.parametrize('argv', [['--help'], ['reproduce', '--help'], ['data', 'check'], ['demo', '--help'], ['run', '--help'],
-                                  ['report', '--help'], ['data', '--help'], ['data', 'get', '--help'], ['bench', '--help']])
+                                  ['report', '--help'], ['data', '--help'], ['data', 'get', '--help'], ['bench', '--help'],
+                                  ['check', '--help']])
 def test_the_command_line_starts_without_torch(argv, tmp_path):
     "In a fresh interpreter, the help of `noisekd` and of each sub-command, and `noisekd data check`, import neither torch nor fastai."
     code, out, mods = loaded(argv, tmp_path)

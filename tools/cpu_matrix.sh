@@ -63,7 +63,10 @@ for c in "${CONFIGS[@]}"; do
   if [[ -n "${NOTEBOOKS_ONLY:-}" ]]; then py="not run"
   else py=$(run_one "$OUT/$name.pytest.log" python -m pytest -m trains -p no:cacheprovider -q); fi
   echo "   nbdev-test: $nb; pytest -m trains: $py"
-  [[ "$nb" == FAIL* || "$py" == FAIL* ]] && status=1
+  for kind in nbdev pytest; do   # a failure shows its end here, so a CI log says what failed
+    r=$nb; [[ $kind == pytest ]] && r=$py
+    if [[ "$r" == FAIL* ]]; then status=1; echo "---- the end of $OUT/$name.$kind.log:"; tail -n 40 "$OUT/$name.$kind.log"; fi
+  done
   echo "| $name | ${envs:-(nothing set)} | $nb | $py |" >> "$OUT/table.md"
 done
 echo; cat "$OUT/table.md"
