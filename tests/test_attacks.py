@@ -36,6 +36,7 @@ def test_pgd_matches_torchattacks(tiny, eps, alpha, steps, max_acc):
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
     with torch.no_grad():
         acc_ref, acc_ours = (net(ref).argmax(1) == y).float().mean(), (net(ours).argmax(1) == y).float().mean()
+    print(f'robust accuracy {float(acc_ours):.3f} (at most {max_acc})')
     assert acc_ours == acc_ref <= max_acc
 
 
@@ -72,6 +73,7 @@ def test_eps_sweep_monotone(tiny):
     df = pgd_eps_sweep(net, (x, y), eps_255=(0, 1, 4, 8, 32, 255), steps=10, restarts=2, seed=0, progress=False)
     assert len(df) == 6 and list(df.eps_255.round(6)) == [0, 1, 4, 8, 32, 255]
     assert df.steps.eq(10).all() and df.alpha.eq(0.03).all()
+    print('PGD-10 by eps:', df.value.tolist())
     assert df.value.is_monotonic_decreasing, df.value.tolist()
     assert df.value.iloc[0] == df.clean_acc.iloc[0] and df.value.iloc[-1] == 0
     assert df.paper_metric.iloc[1] == 'pgd10_eps1_acc'

@@ -8,6 +8,8 @@ from noisekd.callbacks import Distill
 from noisekd.data import get_data, make_dls
 from noisekd.models import get_model
 
+pytestmark = pytest.mark.trains   # compiled and eager records must agree on any CPU: tools/cpu_matrix.sh runs it under others
+
 KW = dict(size=16, epochs=1, subset=128, test_subset=64, bs=32, progress=False, device='cpu')
 METHODS = {'baseline': {}, 'hinton': {}, 'ft': {}, 'sr': dict(sigma=0.05), 'ga': dict(sigma=0.05), 'mc': dict(rate=0.1), 'at': {}}
 TEACHERLESS = ('baseline', 'ga')

@@ -61,7 +61,7 @@ for c in "${CONFIGS[@]}"; do
   echo "== $name: ${envs:-(nothing set)}  ($why)"
   nb=$(run_one "$OUT/$name.nbdev.log" nbdev-test)
   if [[ -n "${NOTEBOOKS_ONLY:-}" ]]; then py="not run"
-  else py=$(run_one "$OUT/$name.pytest.log" python -m pytest -m trains -p no:cacheprovider -q); fi
+  else py=$(run_one "$OUT/$name.pytest.log" python -m pytest -m trains -p no:cacheprovider -q -rP); fi   # -rP: passing tests' prints (margins)
   echo "   nbdev-test: $nb; pytest -m trains: $py"
   for kind in nbdev pytest; do   # a failure shows its end here, so a CI log says what failed
     r=$nb; [[ $kind == pytest ]] && r=$py
