@@ -175,9 +175,17 @@ def _frame(rows, info:dict) -> pd.DataFrame:
     for k in reversed(RUN_COLS): df.insert(0, k, info.get(k))
     return df
 
+def _label_fit_rows(rec:dict, eval:str='train', prefix:str='') -> list:
+    "A run on corrupted labels: its fit of the labels it was given, and the share of the corrupted ones it reproduces."
+    f = rec.get('label_fit')
+    if not f: return []
+    rows = [dict(eval=eval, metric=f'{prefix}label_fit_given', value=f['given'], n=f['n'])]
+    if f['memorised'] is not None: rows.append(dict(eval=eval, metric=f'{prefix}label_memorised', value=f['memorised'], n=f['n_corrupted']))
+    return rows
+
 def _training_rows(rec:dict) -> list:
     return [dict(eval='train', metric='clean_acc_last_epoch', value=rec['last_acc']),
-            dict(eval='train', metric='clean_acc_best_epoch', value=rec['best_acc'], steps=rec['best_epoch'])]
+            dict(eval='train', metric='clean_acc_best_epoch', value=rec['best_acc'], steps=rec['best_epoch'])] + _label_fit_rows(rec)
 
 def eval_sizes(S:Scale) -> dict:
     "`evaluate`'s sizes at scale `S`; with sweeps on fewer images, the steps sweep leaves PGD-20 to the claims' own evaluation."
@@ -248,7 +256,8 @@ def select_teacher(folder, seeds, scale:str=None) -> dict:
     info = dict(run=str(folder), kind='select', dataset=m['dataset'], scale=scale,
                 arch=m['arch'], method='teacher', p=m['drop'], label_noise=m['label_noise'], seed=best)
     df = _frame([dict(eval='select', metric='teacher_clean_acc', value=accs[best]['last_acc']),
-                 dict(eval='select', metric='teacher_clean_acc_best_epoch', value=accs[best]['best_acc'])], info)
+                 dict(eval='select', metric='teacher_clean_acc_best_epoch', value=accs[best]['best_acc'])]
+                + _label_fit_rows(accs[best], 'select', 'teacher_'), info)
     atomic_write(folder/RECORDS, df.to_csv(index=False))
     return sel
 

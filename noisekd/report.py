@@ -20,11 +20,11 @@ from .scales import get_scale
 from .evaluate import RECORD_COLS
 
 # %% auto #0
-__all__ = ['KEYS', 'ALPHA', 'POWER', 'REPDISTILLER_CIFAR100', 'REPDISTILLER_NOTE', 'SANITY_METHODS', 'collect', 'summarize',
-           'paper_results', 'compare', 'welch', 'paired', 'arm_test', 'paired_mdd', 'seeds_needed', 'verdict',
-           'confounded', 'binomial_se', 'claim_points', 'claims', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep',
-           'fig_corruptions', 'fig_label_noise', 'reference_table', 'sanity_points', 'md_table', 'detectable',
-           'write_report']
+__all__ = ['KEYS', 'ALPHA', 'POWER', 'REGIME_MEMORISED', 'REPDISTILLER_CIFAR100', 'REPDISTILLER_NOTE', 'SANITY_METHODS',
+           'collect', 'summarize', 'paper_results', 'compare', 'welch', 'paired', 'arm_test', 'paired_mdd',
+           'seeds_needed', 'verdict', 'confounded', 'binomial_se', 'regime', 'claim_points', 'claims', 'label_regime',
+           'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep', 'fig_corruptions', 'fig_label_noise', 'reference_table',
+           'sanity_points', 'md_table', 'detectable', 'write_report']
 
 # %% ../nbs/09_report.ipynb #6c0a344a
 KEYS = ['dataset', 'scale', 'kind', 'method', 'p', 'sigma', 'rate', 'label_noise', 'metric', 'corruption']
@@ -320,6 +320,20 @@ def _arm(s, D, x):
     x = dict(x); fixed = x.pop('fixed', False); r = _stat(s, D, **x)
     return (r[0], 0., math.inf, None, r[4]) if fixed and r is not None else r
 
+REGIME_MEMORISED = 50.   # % of its corrupted training labels a teacher must reproduce to be in the paper's label-noise regime
+
+def regime(memorised:float) -> str:
+    "'in' the paper's label-noise regime (a teacher that memorised its corrupted labels, as the paper's 200-epoch ones), 'outside', or 'not measured'."
+    if memorised is None or np.isnan(memorised): return 'not measured'
+    return 'in' if memorised >= REGIME_MEMORISED else 'outside'
+
+def _teacher_memorised(s, D, a, b) -> tuple:
+    "The label corruption c of a comparison's arms, and the share of its corrupted labels their teacher (p = 0) memorised."
+    c = max([x.get('label_noise', 0.) for x in (a, b) if isinstance(x, dict)] or [0.])
+    if not c: return 0., np.nan
+    r = _stat(s, D, 'teacher', 'teacher_label_memorised', p=0., label_noise=c)
+    return c, np.nan if r is None else r[0]
+
 def _compare(rows, s, D, P, paired, text, source, tables, pairs):
     "Append one row per pair (point label, arm a, arm b) to `rows`, the claim being that a is above b; an arm is a `_stat` query, a constant (value, 0, inf) or a fixed model (see `_arm`); `P`: `_paper_for(D)`."
     n0 = len(rows)
@@ -331,10 +345,12 @@ def _compare(rows, s, D, P, paired, text, source, tables, pairs):
         if isinstance(a, tuple): pa = a[0]
         ta, tb = (None if isinstance(x, tuple) else _teacher(s, D, **x) for x in (a, b))
         se_a, se_b = (binomial_se(x[0], x[4]) if len(x) > 4 else np.nan for x in (sa, sb))
+        c, mem = _teacher_memorised(s, D, a, b)
         rows.append(dict(claim=text, source=source, point=lbl, mean_a=sa[0], sd_a=sa[1], mean_b=sb[0], sd_b=sb[1], **w,
                          binom_se_a=se_a, binom_se_b=se_b, images_a=sa[4] if len(sa) > 4 else np.nan, images_b=sb[4] if len(sb) > 4 else np.nan,
                          verdict=verdict(w), paper_delta=pa - pb, teacher_a=ta[0] if ta else np.nan,
-                         teacher_b=tb[0] if tb else np.nan, confounded=confounded(ta, tb)))
+                         teacher_b=tb[0] if tb else np.nan, confounded=confounded(ta, tb),
+                         teacher_memorised=mem, regime=regime(mem) if c else ''))
     if len(rows) == n0: rows.append(dict(claim=text, source=source, point='', verdict='not measured', confounded=None))   # a folder of teachers only has no comparison
 
 def _A(m, metric='clean_acc', **k): return dict(method=m, metric=metric, **k)
@@ -397,8 +413,46 @@ def claims(summary:pd.DataFrame, # from `summarize`
         ev = [(f"[{r['verdict']}] " if many else '') + _evidence(r) for _, r in g.iterrows()] if status != 'not measured' else []
         if many: ev.insert(0, ', '.join(f'{n} {k}' for k, n in g.verdict.value_counts().items()) + f' of {len(g)} comparisons')
         conf = [p or 'yes' for p, c in zip(g.point, g.confounded.fillna(False)) if c]
-        rows.append(dict(claim=text, source=source, status=status, confounded=', '.join(conf), evidence='; '.join(ev)))
-    return pd.DataFrame(rows, columns=['claim', 'source', 'status', 'confounded', 'evidence'])
+        reg = _regime_text(g) if 'regime' in g else ''
+        if reg.startswith('outside') and status != 'not measured': status += ", outside the paper's regime"
+        rows.append(dict(claim=text, source=source, status=status, confounded=', '.join(conf), regime=reg, evidence='; '.join(ev)))
+    return pd.DataFrame(rows, columns=['claim', 'source', 'status', 'confounded', 'regime', 'evidence'])
+
+def _regime_text(g) -> str:
+    "A claim's label-noise regime in words: where its teachers memorised their corrupted labels (`REGIME_MEMORISED`), or not."
+    g = g[g.regime.fillna('') != '']
+    if not len(g): return ''
+    at = lambda k: ', '.join(f"{p} ({m:.1f} %)" if not np.isnan(m) else p for p, m in zip(g.point[g.regime == k], g.teacher_memorised[g.regime == k]))
+    if (g.regime == 'outside').any():
+        return f"outside the paper's regime: teachers memorised < {REGIME_MEMORISED:g} % of their corrupted labels at {at('outside')}"
+    if (g.regime == 'not measured').any():
+        return 'not measured (no label fit recorded)' + (f"; in the paper's regime at {at('in')}" if (g.regime == 'in').any() else '')
+    return f"in the paper's regime: teachers memorised ≥ {REGIME_MEMORISED:g} % ({at('in')})"
+
+def label_regime(summary:pd.DataFrame, # from `summarize`
+                 dataset:str, # the dataset the runs trained on
+                ) -> pd.DataFrame:
+    "Each model trained on corrupted labels: how much of them it fit and memorised, its test drop from its c = 0 twin, the paper's drop."
+    s, D = summary, dataset
+    P, _ = _paper_for(D)
+    rows = []
+    models = [('Teacher', 'teacher', dict(p=0.), 'teacher_')] + [(n, m, dict(p=p), '') for n, m, p in
+              (('Baseline', 'baseline', None), ('Hinton (r = 0)', 'hinton', 0.))]
+    mc = s[(s.dataset == D) & (s.method == 'mc')]
+    models += [(f'MC r = {r:g}', 'mc', dict(p=0., rate=r), '') for r in sorted(mc.rate.dropna().unique())]
+    for name, m, k, pre in models:
+        acc = 'teacher_clean_acc' if m == 'teacher' else 'clean_acc'
+        c0 = _stat(s, D, m, acc, label_noise=0., **k)
+        pm = (m, k if m != 'baseline' else {})   # the paper's Fig. 4 row of the same model
+        for c in sorted(s.loc[(s.dataset == D) & (s.method == m) & (s.label_noise > 0), 'label_noise'].dropna().unique()):
+            st = {x: _stat(s, D, m, f'{pre}{x}', label_noise=c, **k) for x in ('label_fit_given', 'label_memorised')}
+            a = _stat(s, D, m, acc, label_noise=c, **k)
+            paper = _paper_value(P, ['fig4'], pm[0], acc, label_noise=0., **pm[1]) - _paper_value(P, ['fig4'], pm[0], acc, label_noise=c, **pm[1])
+            rows.append(dict(model=name, c=c, fit_given=st['label_fit_given'][0] if st['label_fit_given'] else np.nan,
+                             memorised=st['label_memorised'][0] if st['label_memorised'] else np.nan,
+                             test_acc=a[0] if a else np.nan, drop=c0[0] - a[0] if c0 and a else np.nan, paper_drop=paper,
+                             regime=regime(st['label_memorised'][0] if st['label_memorised'] else np.nan) if m == 'teacher' else ''))
+    return pd.DataFrame(rows, columns=['model', 'c', 'fit_given', 'memorised', 'test_acc', 'drop', 'paper_drop', 'regime'])
 
 def teachers(summary:pd.DataFrame, # from `summarize`
              dataset:str, # the dataset the runs trained on
@@ -550,7 +604,7 @@ _FIGS = [('fig2_pgd20_vs_sigma', fig_pgd_sigma, {}), ('table4_pgd_vs_steps', fig
 
 _SANITY = ("What every KD benchmark agrees on, checked before the claims: each feature-KD method that ran, alone and with Hinton on top, against the "
            "student trained alone (about equal or above in RepDistiller's CIFAR-100 table; far below points at a method's setting).")
-_CLAIM_COLS = ['claim', 'source', 'status', 'confounded', 'evidence']
+_CLAIM_COLS = ['claim', 'source', 'status', 'confounded', 'regime', 'evidence']
 _VERDICTS = ("A paired t-test over the seeds where both arms ran the same seeds (they share every random number but the "
              "method's), Welch's t-test otherwise, a above b: each row names its test (r: the arms' correlation over seeds). "
              "Supported / contradicted when the 95 % interval of Δ lies above / below 0, "
@@ -558,6 +612,11 @@ _VERDICTS = ("A paired t-test over the seeds where both arms ran the same seeds 
              "detect (95 %, two-sided, 80 % power); 'paper Δ' the paper's own difference. A comparison is confounded when its "
              "arms' teachers differ by more than their seed noise (1 point with one seed). The per-model binomial SE is one model's "
              "measurement error from the number of test images.")
+_REGIME = ("Each model trained on corrupted labels (rate c): the share of the labels it was given that it fits on its training "
+           "images, the share of the corrupted ones it reproduces (memorised), its test accuracy and its drop from the same model "
+           "trained on clean labels, beside the paper's drop (its WRN-40-2 teachers, trained 200 epochs, lost 16.2 and 39.6 points "
+           "at c = 0.25 and 0.5). A claim under label noise is in the paper's regime when its teacher memorised at least "
+           f"{REGIME_MEMORISED:g} % of its corrupted labels; otherwise its verdict is flagged 'outside the paper's regime'.")
 _TEACHERS = ("Each teacher configuration (dropout p, label corruption c): its seeds' last-epoch test accuracy and the "
              "selected teacher's, which the students distill from.")
 
@@ -625,6 +684,10 @@ def _write_report(runs_dir, out, strict, log) -> dict:
             v = pd.DataFrame({'comparison': sp.claim, 'verdict': sp.verdict, 'evidence': [_evidence(r) for _, r in sp.iterrows()]})
             md += ["\n### Sanity rows\n", _SANITY + '\n', md_table(v), '']
             htm += ["<h3>Sanity rows</h3>", f"<p>{html.escape(_SANITY)}</p>", v.to_html(index=False)]
+        lr = label_regime(sub, ds)
+        if len(lr):
+            md += ["\n### Label noise: the regime\n", _REGIME + '\n', md_table(lr), '']
+            htm += ["<h3>Label noise: the regime</h3>", f"<p>{html.escape(_REGIME)}</p>", lr.to_html(index=False, na_rep='')]
         tt = teachers(sub, ds)
         if len(tt):
             md += ["\n### Teachers\n", _TEACHERS + '\n', md_table(tt), '']

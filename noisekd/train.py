@@ -27,7 +27,7 @@ from .callbacks import Autocast, method_callbacks, feature_weight
 __all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'BF16_ENV', 'NATIVE_BF16', 'CPU_FAST', 'fickle_schedule',
            'get_schedule', 'lr_at', 'StepLR', 'history_summary', 'Checkpoint', 'run_record', 'sgd', 'run_complete',
            'fit_run', 'load_model', 'cpu_bf16', 'cuda_bf16', 'FastPath', 'as_fast', 'DeviceSmoothLoss', 'SyncFree',
-           'QuickLearner', 'make_learner', 'train_model', 'train_teacher', 'train_student']
+           'QuickLearner', 'make_learner', 'train_model', 'label_fit', 'train_teacher', 'train_student']
 
 # %% ../nbs/07_train.ipynb #856fce13
 SCHEDULES = {'standard': (200, (60, 120, 150)),
@@ -414,6 +414,9 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
         rec = load_json(Path(out)/METRICS)
         asked = {k: v for k, v in dict(meta, epochs=E, milestones=list(M), lr=lr).items() if not (k == 'size' and v is None)}
         _check_same_run(Path(out), rec.get('meta', {}), asked)
+        if label_noise and 'label_fit' not in rec:   # a run finished before its fit was recorded
+            train = get_data(dataset, root, size, subset, test_subset, label_noise, seed=seed)[0]
+            rec = _with_label_fit(out, rec, load_model(out), train)
         return rec
     device = default_device(device)
     fast = as_fast(fast).resolve(device)
@@ -433,7 +436,26 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
     with torch.random.fork_rng(devices=[]):      # the weights from the run's 'init' stream: every arm of seed s starts alike
         torch.manual_seed(stream_seed(seed, 'init')); model = get_model(arch, train.c, drop, meta['in_ch']).to(device)
     learn = make_learner(dls, model, cbs, mom, wd, fast=fast)
-    return fit_run(learn, out, E, M, lr, meta=meta, progress=progress)
+    rec = fit_run(learn, out, E, M, lr, meta=meta, progress=progress)
+    return _with_label_fit(out, rec, load_model(out, device=device), train) if label_noise else rec   # fp32, as evaluated
+
+# %% ../nbs/07_train.ipynb #10e0dabb
+def label_fit(model:nn.Module, data:ImageArrays, bs:int=512) -> dict:
+    """How far `model` fits the labels it was trained on (`data.y`, corrupted) and the true ones (`data.y_clean`), in % of
+    the training images as they are (no augmentation): all of them, and those whose label the corruption changed."""
+    dev = next(model.parameters()).device
+    with eval_mode(model), torch.no_grad():
+        p = torch.cat([model(data.x[i:i+bs].to(dev).float() / 255).argmax(1).cpu() for i in range(0, len(data.y), bs)])
+    y, yc = data.y.cpu(), data.y_clean.cpu()
+    bad = y != yc
+    pct = lambda m: round(100 * m.float().mean().item(), 4) if m.numel() else None
+    return dict(given=pct(p == y), clean=pct(p == yc), memorised=pct(p[bad] == y[bad]),
+                clean_on_corrupted=pct(p[bad] == yc[bad]), n=len(y), n_corrupted=int(bad.sum()))
+
+def _with_label_fit(out, rec:dict, model, train) -> dict:
+    "`rec` with the model's `label_fit` of its corrupted training labels, saved in `metrics.json`."
+    rec = dict(rec, label_fit=label_fit(model, train)); save_json(rec, Path(out)/METRICS)
+    return rec
 
 # %% ../nbs/07_train.ipynb #0cdc235d
 def train_teacher(out, dataset:str='digits', arch:str='wrn_40_2', drop:float=0., seeds=5, **kwargs) -> dict:
