@@ -18,7 +18,39 @@ from .report import collect
 from .evaluate import RECORD_COLS
 
 # %% auto #0
-__all__ = ['load_evidence', 'save_evidence', 'add_evidence', 'pilot_curves', 'study_targets']
+__all__ = ['study_targets', 'pilot_curves', 'load_evidence', 'save_evidence', 'add_evidence']
+
+# %% ../nbs/13_evidence.ipynb #5e1f0a08
+def study_targets(points:pd.DataFrame, # from `claim_points` (and `sanity_points`)
+                 ) -> pd.DataFrame:
+    "Each claim's smallest detectable Δ (its least sensitive comparison's) beside the target: half the paper's |Δ| where that is ≥ 2 points, else 1 point."
+    rows = []
+    for (claim, source), g in points.groupby(['claim', 'source'], sort=False):
+        g = g[g['mdd'].notna()] if 'mdd' in g else g.iloc[:0]
+        if not len(g): continue                       # not measured, or one seed a side: nothing to detect with
+        paper = g.paper_delta.abs().max()
+        target = paper / 2 if paper >= 2 else 1.
+        n = g[['n_a', 'n_b']].where(np.isfinite(g[['n_a', 'n_b']])).min(axis=1)
+        rows.append(dict(claim=claim, test='/'.join(g.test.unique()), seeds=int(n.min()), detectable=g['mdd'].max(),
+                         paper_abs_delta=paper, target=target, meets=bool(g['mdd'].max() <= target)))
+    return pd.DataFrame(rows, columns=['claim', 'test', 'seeds', 'detectable', 'paper_abs_delta', 'target', 'meets'])
+
+# %% ../nbs/13_evidence.ipynb #5e1f0a03
+def pilot_curves(pilot:pd.DataFrame, # the pilot's records (`load_evidence('pilot-fashion-mnist')[0]`)
+                 seed:int=0, # whose curves
+                 axs=None, # two axes (None: a new figure)
+                ):
+    "Test accuracy after each epoch of the pilot's runs of `seed`: the teachers and the six arms, then the longer schedules and AT's weights."
+    ep = pilot[(pilot.metric == 'test_acc_epoch') & (pilot.seed == seed)]
+    if axs is None: _, axs = plt.subplots(1, 2, figsize=(11, 3.4))
+    for arm, g in ep.groupby('arm'):
+        other = '12ep' in arm or (arm.startswith('at-b') and arm != 'at-b250')
+        axs[int(other)].plot(g.epoch, g.value, marker='o', ms=3, label=f"{arm} ({g.epochs.iloc[0]} ep)")
+    for ax, t in zip(axs, (f'teachers and the six arms, seed {seed}', f'longer schedules and AT weights, seed {seed}')):
+        ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy (%)'); ax.set_title(t); ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
+        if len(ep) and ep.value.max() > 80: ax.set_ylim(max(60, ep.value.min() - 1), None)
+    return axs
 
 # %% ../nbs/13_evidence.ipynb #f56e3314
 def _evidence_dir() -> Path:
@@ -87,35 +119,3 @@ def add_evidence(runs, # a runs folder with more runs of the same study (another
     atomic_write(f, f.read_text() + (new[list(old.columns)].to_csv(index=False, header=False) if len(new) else ''))
     atomic_write(f.with_suffix('.json'), json.dumps(how, indent=1) + '\n')
     return new
-
-# %% ../nbs/13_evidence.ipynb #5e1f0a03
-def pilot_curves(pilot:pd.DataFrame, # the pilot's records (`load_evidence('pilot-fashion-mnist')[0]`)
-                 seed:int=0, # whose curves
-                 axs=None, # two axes (None: a new figure)
-                ):
-    "Test accuracy after each epoch of the pilot's runs of `seed`: the teachers and the six arms, then the longer schedules and AT's weights."
-    ep = pilot[(pilot.metric == 'test_acc_epoch') & (pilot.seed == seed)]
-    if axs is None: _, axs = plt.subplots(1, 2, figsize=(11, 3.4))
-    for arm, g in ep.groupby('arm'):
-        other = '12ep' in arm or (arm.startswith('at-b') and arm != 'at-b250')
-        axs[int(other)].plot(g.epoch, g.value, marker='o', ms=3, label=f"{arm} ({g.epochs.iloc[0]} ep)")
-    for ax, t in zip(axs, (f'teachers and the six arms, seed {seed}', f'longer schedules and AT weights, seed {seed}')):
-        ax.set_xlabel('epoch'); ax.set_ylabel('test accuracy (%)'); ax.set_title(t); ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
-        if len(ep) and ep.value.max() > 80: ax.set_ylim(max(60, ep.value.min() - 1), None)
-    return axs
-
-# %% ../nbs/13_evidence.ipynb #5e1f0a08
-def study_targets(points:pd.DataFrame, # from `claim_points` (and `sanity_points`)
-                 ) -> pd.DataFrame:
-    "Each claim's smallest detectable Δ (its least sensitive comparison's) beside the target: half the paper's |Δ| where that is ≥ 2 points, else 1 point."
-    rows = []
-    for (claim, source), g in points.groupby(['claim', 'source'], sort=False):
-        g = g[g['mdd'].notna()] if 'mdd' in g else g.iloc[:0]
-        if not len(g): continue                       # not measured, or one seed a side: nothing to detect with
-        paper = g.paper_delta.abs().max()
-        target = paper / 2 if paper >= 2 else 1.
-        n = g[['n_a', 'n_b']].where(np.isfinite(g[['n_a', 'n_b']])).min(axis=1)
-        rows.append(dict(claim=claim, test='/'.join(g.test.unique()), seeds=int(n.min()), detectable=g['mdd'].max(),
-                         paper_abs_delta=paper, target=target, meets=bool(g['mdd'].max() <= target)))
-    return pd.DataFrame(rows, columns=['claim', 'test', 'seeds', 'detectable', 'paper_abs_delta', 'target', 'meets'])

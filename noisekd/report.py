@@ -20,11 +20,11 @@ from .scales import get_scale
 from .evaluate import RECORD_COLS
 
 # %% auto #0
-__all__ = ['KEYS', 'ALPHA', 'POWER', 'REGIME_MEMORISED', 'REPDISTILLER_CIFAR100', 'REPDISTILLER_NOTE', 'SANITY_METHODS',
-           'collect', 'summarize', 'paper_results', 'compare', 'welch', 'paired', 'arm_test', 'paired_mdd',
-           'seeds_needed', 'verdict', 'confounded', 'binomial_se', 'regime', 'claim_points', 'claims', 'label_regime',
-           'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep', 'fig_corruptions', 'fig_label_noise', 'reference_table',
-           'sanity_points', 'md_table', 'detectable', 'write_report']
+__all__ = ['KEYS', 'ALPHA', 'POWER', 'REGIME_MEMORISED', 'VERDICT_COLORS', 'REPDISTILLER_CIFAR100', 'REPDISTILLER_NOTE',
+           'SANITY_METHODS', 'collect', 'summarize', 'paper_results', 'compare', 'welch', 'paired', 'arm_test',
+           'paired_mdd', 'seeds_needed', 'verdict', 'confounded', 'binomial_se', 'regime', 'claim_points', 'claims',
+           'label_regime', 'teachers', 'fig_pgd_sigma', 'fig_pgd_sweep', 'fig_corruptions', 'fig_label_noise',
+           'forest_plot', 'reference_table', 'sanity_points', 'md_table', 'detectable', 'write_report']
 
 # %% ../nbs/09_report.ipynb #6c0a344a
 KEYS = ['dataset', 'scale', 'kind', 'method', 'p', 'sigma', 'rate', 'label_noise', 'metric', 'corruption']
@@ -543,6 +543,32 @@ def fig_label_noise(summary, dataset, metric='clean_acc', ax=None):
     ax.set_xlabel('label corruption rate c'); ax.set_ylabel('MC rate r')
     ax.set_title(f"Fig. {'4' if metric == 'clean_acc' else '5'} ({dataset}): {'test' if metric == 'clean_acc' else 'CINIC-10'} accuracy")
     plt.colorbar(im, ax=ax)
+    return ax
+
+# %% ../nbs/09_report.ipynb #e26d9e0b
+VERDICT_COLORS = {'supported': 'tab:green', 'contradicted': 'tab:red', 'inconclusive': 'tab:gray'}
+
+def forest_plot(points:pd.DataFrame, # from `claim_points` (and `sanity_points`)
+                ax=None, width:float=11.):
+    "Every comparison's Δ with its 95 % interval, coloured by verdict, the paper's Δ beside it (×), flagged where confounded or outside the paper's regime."
+    p = points[points.verdict.isin(list(VERDICT_COLORS))].reset_index(drop=True)
+    if ax is None: _, ax = plt.subplots(figsize=(width, 0.32 * len(p) + 1.2))
+    y = np.arange(len(p))[::-1]
+    for yi, (_, r) in zip(y, p.iterrows()):
+        c = VERDICT_COLORS[r.verdict]
+        lo, hi = (r.lo, r.hi) if np.isfinite(r.lo) else (r.delta, r.delta)
+        ax.plot([lo, hi], [yi, yi], color=c, lw=2); ax.plot(r.delta, yi, 'o', color=c, ms=5)
+        if np.isfinite(r.get('paper_delta', np.nan)): ax.plot(r.paper_delta, yi, 'x', color='k', ms=6)
+        flags = [f for f, on in (('confounded', bool(r.get('confounded'))), ("outside the paper's regime", r.get('regime') == 'outside')) if on]
+        if flags: ax.annotate(', '.join(flags), (1.0, yi), xycoords=('axes fraction', 'data'), xytext=(4, 0),
+                              textcoords='offset points', va='center', fontsize=7, color='tab:orange')
+    ax.axvline(0, color='k', lw=0.8)
+    cut = lambda s, n: s if len(s) <= n else s[:n - 1] + '…'   # the verdict table gives every claim in full
+    ax.set_yticks(y, [cut(f"{r.claim}{' · ' + cut(r.point, 32) if r.point else ''}", 90) for _, r in p.iterrows()], fontsize=7)
+    ax.set_xlabel('Δ (points): first arm minus second, 95 % interval')
+    handles = [plt.Line2D([], [], color=c, marker='o', lw=2, label=v) for v, c in VERDICT_COLORS.items()]
+    ax.legend(handles=handles + [plt.Line2D([], [], color='k', marker='x', lw=0, label="paper's Δ")], fontsize=7, loc='upper center',
+              bbox_to_anchor=(0.5, -0.6 / max(len(p), 1) - 0.08), ncol=4, frameon=False)
     return ax
 
 # %% ../nbs/09_report.ipynb #24ea31c1
