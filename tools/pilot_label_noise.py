@@ -6,6 +6,9 @@ the design of Fig. 4 in that regime can be fixed before it runs.
     python tools/pilot_label_noise.py --out ~/noisekd-ln-pilot --work     # claims the next run no other worker has
     python tools/pilot_label_noise.py --out ~/noisekd-ln-pilot --save     # records into noisekd/evidence/pilot-label-noise.*
 
+After a kill, delete the `.claimed` files of unfinished runs and start the workers again: each run resumes from its
+last checkpoint (and its fit curve from its file).
+
 Every run is a WRN-16-2 teacher through `train_model` (its random streams, checkpoints and resume), on a subset of the
 training images so that many epochs fit in the budget: the fewer images, the sooner a network can fit their wrong labels.
 Every `EVERY` epochs a callback measures, on a fixed sample of the training images seen without augmentation, how many
@@ -19,11 +22,16 @@ import pandas as pd, torch
 from fastai.callback.core import Callback
 from noisekd.core import load_json, save_json, atomic_write
 from noisekd.train import train_model, cpu_bf16, run_complete
+from noisekd.data import AUGMENT
 
 DATA = dict(dataset='fashion-mnist', size=16, bs=128, lr=0.1, subset=10_000)   # all 10,000 test images
 EPOCHS, EVERY, SAMPLE = 60, 5, 2_000   # the paper's step schedule stretched to 60 epochs; fit every 5 epochs on 2,000 images
-ARMS = [  # (name, c, weight decay): the paper's protocol (wd 5e-4, crops and flips), and without weight decay
-    ('c0', 0., 5e-4), ('c0.25', 0.25, 5e-4), ('c0.5', 0.5, 5e-4), ('c0.25-wd0', 0.25, 0.), ('c0.5-wd0', 0.5, 0.)]
+ARMS = [  # (name, c, weight decay, augmentation), in the order workers take them: the paper's protocol (wd 5e-4, crops
+          # and flips), then without augmentation (a network memorises sooner what it sees the same way every epoch), and
+          # without weight decay
+    ('c0', 0., 5e-4, 'crop+flip'), ('c0.25', 0.25, 5e-4, 'crop+flip'), ('c0.25-noaug', 0.25, 5e-4, 'none'),
+    ('c0.5-noaug', 0.5, 5e-4, 'none'), ('c0-noaug', 0., 5e-4, 'none'), ('c0.25-wd0', 0.25, 0., 'crop+flip'),
+    ('c0.5', 0.5, 5e-4, 'crop+flip')]
 
 
 class LabelFit(Callback):
@@ -51,11 +59,13 @@ class LabelFit(Callback):
         save_json(self.rows, self.path/'label_fit.json')
 
 
-def run(out:Path, name, c, wd):
+def run(out:Path, name, c, wd, aug):
     d = out/name
     t0 = time.time()
-    rec = train_model(d, arch='wrn_16_2', drop=0., seed=0, epochs=EPOCHS, label_noise=c, wd=wd, progress=False,
-                      extra_cbs=[LabelFit(d)], **DATA)
+    old = AUGMENT[DATA['dataset']]; AUGMENT[DATA['dataset']] = aug   # the data chapter's default for this dataset, for this run
+    try: rec = train_model(d, arch='wrn_16_2', drop=0., seed=0, epochs=EPOCHS, label_noise=c, wd=wd, progress=False,
+                           extra_cbs=[LabelFit(d)], **DATA)
+    finally: AUGMENT[DATA['dataset']] = old
     return rec, time.time() - t0
 
 
@@ -67,10 +77,10 @@ def claim(d:Path) -> bool:
 
 def work(out:Path):
     torch.set_num_threads(1)
-    for name, c, wd in ARMS:
+    for name, c, wd, aug in ARMS:
         d = out/name
         if run_complete(d) or not claim(d): continue
-        rec, s = run(out, name, c, wd)
+        rec, s = run(out, name, c, wd, aug)
         fit = load_json(d/'label_fit.json')[-1]
         print(f"{name}: test {rec['last_acc']:.2f} %, fit of given labels {fit['fit_given']:.1f} %, "
               f"memorised {fit['memorised'] if fit['memorised'] is None else round(fit['memorised'], 1)} % ({s:.0f} s)", flush=True)
@@ -78,10 +88,10 @@ def work(out:Path):
 
 def collect(out:Path) -> pd.DataFrame:
     recs = []
-    for name, c, wd in ARMS:
+    for name, c, wd, aug in ARMS:
         d = out/name
         if not (d/'metrics.json').is_file(): continue
-        m = load_json(d/'metrics.json'); base = dict(arm=name, c=c, wd=wd, complete=m.get('complete', False))
+        m = load_json(d/'metrics.json'); base = dict(arm=name, c=c, wd=wd, augment=aug, complete=m.get('complete', False))
         recs += [dict(base, epoch=h['epoch'] + 1, metric='test_acc', value=h['acc'], n=None, seconds=h['seconds']) for h in m['history']]
         for r in (load_json(d/'label_fit.json') if (d/'label_fit.json').is_file() else []):
             for k in ('fit_given', 'fit_clean', 'memorised', 'clean_on_corrupted'):
