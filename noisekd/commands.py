@@ -29,11 +29,16 @@ __all__ = ['MAX_SEEDS', 'DISK_MARGIN', 'parse_value', 'run_notebook', 'reproduce
            'model_bytes', 'train_bytes', 'check_disk', 'preflight', 'run_command']
 
 # %% ../nbs/09b_commands.ipynb #d24435c7
+_WORDS_AS = {'True': True, 'False': False, 'None': None, 'none': None}   # papermill's -p words (and a lower-case none)
+
 def parse_value(v:str):
-    "A command-line parameter value: JSON if it parses (numbers, null, true, lists), else the string."
-    if v in ('None', 'none'): return None
+    """A command-line parameter value as people type it: JSON (numbers, null, true, ["a"]), papermill's True/False/None,
+    or a Python literal (['clean', 'pgd20'], 1e-3), read by `ast.literal_eval`, which evaluates no code; else the string."""
+    if v in _WORDS_AS: return _WORDS_AS[v]
     try: return json.loads(v)
-    except ValueError: return v
+    except ValueError: pass
+    try: return ast.literal_eval(v)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): return v
 
 def run_notebook(name, params:dict, output=None, log=print) -> Path:
     "Execute an experiment notebook with papermill; the executed copy goes to `output` (default: beside the run's `out`)."

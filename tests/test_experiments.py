@@ -18,7 +18,8 @@ def test_notebooks_through_papermill(tmp_path, fake_data):
     rec = pd.read_csv(s/'records.csv')
     assert {'clean_acc', 'mca', 'pgd20_acc'} <= set(rec.metric) and set(rec.method) == {'ft'} and rec.p.iloc[0] == 0.3
     run_noisekd('run', 'student', '-p', 'scale', 'tiny', '-p', 'method', 'ft', '-p', 'teacher', t, '-p', 'out', s,
-                '-p', 'evals', '["clean"]', '-p', 'root', tmp_path/'data')     # another table asks the run for less: it keeps the rest
+                '-p', 'evals', "['clean']", '-p', 'progress', 'False', '-p', 'root', tmp_path/'data')   # as Python and papermill users
+    # type them (a Python list, papermill's False); another table asks the run for less: it keeps the rest
     assert set(pd.read_csv(s/'records.csv').metric) == set(rec.metric)
     run_noisekd('run', 'evaluate', '-p', 'model', s, '-p', 'scale', 'tiny', '-p', 'evals', '["clean", "pgd_eps"]',
                 '-p', 'out', tmp_path/'eval.csv', '-p', 'root', tmp_path/'data', '--output', tmp_path/'evaluate.ipynb')
