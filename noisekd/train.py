@@ -22,6 +22,7 @@ from fastprogress.fastprogress import progress_bar
 from .data import *
 from .models import *
 from .callbacks import Autocast, method_callbacks, feature_weight
+from .robustness import predict
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'CHECKPOINT', 'MODEL', 'METRICS', 'BF16_ENV', 'NATIVE_BF16', 'CPU_FAST', 'fickle_schedule',
@@ -186,11 +187,12 @@ def _resume_rng(learn, ck:dict, start:int, seed:int) -> dict|None:
     _set_rng_state(learn.dls.train.rng, ck['dl_rng'])
     if 'streams' in ck and streams is not None:
         was, here = ck.get('rng_source'), rng_source(streams.device)
-        if streams.fits(ck['streams']) and (was is None or was['kind'] == here['kind']): streams.load_state_dict(ck['streams'])
+        moved = was is not None and was['kind'] != here['kind']
+        if streams.fits(ck['streams']) and not moved: streams.load_state_dict(ck['streams'])
         else:
             streams.rederive(f'resumed@{start}')
-            why.append(f"its saved random streams do not fit {here['kind']} generators" if was is None or was['kind'] == here['kind']
-                       else f"its random streams were saved on {was['kind']}, and this run resumes on {here['kind']}")
+            why.append(f"its random streams were saved on {was['kind']}, and this run resumes on {here['kind']}" if moved
+                       else f"its saved random streams do not fit {here['kind']} generators")
     if not why: return None
     return dict(epoch=start, why='; '.join(why), then=f"from epoch {start} on (0-based) it draws from streams re-derived from seed {seed}, "
                 "so they differ from an uninterrupted run's (arms of this seed resumed here still share them)")
@@ -443,10 +445,7 @@ def train_model(out, dataset:str='digits', arch:str='wrn_16_2', drop:float=0., m
 def label_fit(model:nn.Module, data:ImageArrays, bs:int=512) -> dict:
     """How far `model` fits the labels it was trained on (`data.y`, corrupted) and the true ones (`data.y_clean`), in % of
     the training images as they are (no augmentation): all of them, and those whose label the corruption changed."""
-    dev = next(model.parameters()).device
-    with eval_mode(model), torch.no_grad():
-        p = torch.cat([model(data.x[i:i+bs].to(dev).float() / 255).argmax(1).cpu() for i in range(0, len(data.y), bs)])
-    y, yc = data.y.cpu(), data.y_clean.cpu()
+    p, y, yc = predict(model, data.x, bs), data.y.cpu(), data.y_clean.cpu()
     bad = y != yc
     pct = lambda m: round(100 * m.float().mean().item(), 4) if m.numel() else None
     return dict(given=pct(p == y), clean=pct(p == yc), memorised=pct(p[bad] == y[bad]),
