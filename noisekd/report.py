@@ -443,11 +443,10 @@ def label_regime(summary:pd.DataFrame, # from `summarize`
     for name, m, k, pre in models:
         acc = 'teacher_clean_acc' if m == 'teacher' else 'clean_acc'
         c0 = _stat(s, D, m, acc, label_noise=0., **k)
-        pm = (m, k if m != 'baseline' else {})   # the paper's Fig. 4 row of the same model
         for c in sorted(s.loc[(s.dataset == D) & (s.method == m) & (s.label_noise > 0), 'label_noise'].dropna().unique()):
             st = {x: _stat(s, D, m, f'{pre}{x}', label_noise=c, **k) for x in ('label_fit_given', 'label_memorised')}
             a = _stat(s, D, m, acc, label_noise=c, **k)
-            paper = _paper_value(P, ['fig4'], pm[0], acc, label_noise=0., **pm[1]) - _paper_value(P, ['fig4'], pm[0], acc, label_noise=c, **pm[1])
+            paper = _paper_value(P, ['fig4'], m, acc, label_noise=0., **k) - _paper_value(P, ['fig4'], m, acc, label_noise=c, **k)   # its Fig. 4 row
             rows.append(dict(model=name, c=c, fit_given=st['label_fit_given'][0] if st['label_fit_given'] else np.nan,
                              memorised=st['label_memorised'][0] if st['label_memorised'] else np.nan,
                              test_acc=a[0] if a else np.nan, drop=c0[0] - a[0] if c0 and a else np.nan, paper_drop=paper,
